@@ -1,0 +1,204 @@
+"""Load and validate gwnpe configurations against ``config/schema.yaml``.
+
+Validation happens once, at load time, before any job starts. A wrong key, type
+or range raises :class:`~gwnpe.errors.ConfigError` with one message naming the
+key path, the bad value and what is allowed. Defaults from the schema are filled
+in, so downstream code can rely on every key being present.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+
+#: Earth's diameter over the speed of light [s]: the largest inter-detector delay.
+EARTH_LIGHT_CROSSING = 0.0426
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """Return the configuration JSON schema (YAML) as a dict."""
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _key_path(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _subschema(schema: dict, path) -> dict:
+    node = schema
+    for part in path:
+        if node.get("type") == "object" or "properties" in node:
+            node = node.get("properties", {}).get(part, node.get("additionalProperties", {}))
+        elif "items" in node:
+            node = node["items"]
+        if not isinstance(node, dict):
+            return {}
+    return node
+
+
+def _describe_allowed(sub: dict) -> str:
+    if "enum" in sub:
+        return "one of " + ", ".join(repr(v) for v in sub["enum"])
+    parts = []
+    if "type" in sub:
+        t = sub["type"]
+        parts.append("type " + (" or ".join(t) if isinstance(t, list) else t))
+    for key, word in [
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+    ]:
+        if key in sub:
+            parts.append(f"{word} {sub[key]}")
+    if "pattern" in sub:
+        parts.append(f"matching {sub['pattern']}")
+    return ", ".join(parts) or "see config/schema.yaml"
+
+
+def _format_error(err: jsonschema.ValidationError, schema: dict) -> str:
+    path = list(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(_subschema(schema, path).get("properties", {}))
+        unknown = sorted(set(err.instance) - set(allowed))
+        msgs = []
+        for key in unknown:
+            guess = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean '{_key_path(path + [guess[0]])}'?" if guess else ""
+            msgs.append(
+                f"unknown config key '{_key_path(path + [key])}'{hint} "
+                f"Allowed keys here: {', '.join(allowed)}."
+            )
+        return " ".join(msgs)
+    sub = _subschema(schema, path)
+    return (
+        f"invalid config value at '{_key_path(path)}': {err.instance!r} "
+        f"({err.message}). Allowed: {_describe_allowed(sub)}. "
+        f"Description: {sub.get('description', 'n/a')}"
+    )
+
+
+def _fill_defaults(instance: dict, schema: dict) -> None:
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(instance[key], sub)
+
+
+def validate_config(config: dict, schema: dict | None = None, check_priors: bool = True) -> dict:
+    """Validate ``config`` in place (filling defaults) and return it.
+
+    Parameters
+    ----------
+    config : dict
+        Raw configuration (e.g. Snakemake's ``config``).
+    schema : dict, optional
+        The schema; read from ``config/schema.yaml`` when omitted.
+    check_priors : bool
+        Also load the prior file and check it against the waveform model.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key path, the bad value and what is allowed.
+    """
+    schema = schema or load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        raise ConfigError(_format_error(errors[0], schema))
+    _fill_defaults(config, schema)
+    check_consistency(config)
+    if check_priors:
+        from .priors import load_priors  # lazy: bilby import is slow
+
+        load_priors(config["priors"], approximant=config["waveform"]["approximant"])
+    return config
+
+
+def check_consistency(config: dict) -> None:
+    """Cross-key checks that a JSON schema cannot express."""
+    dom = config["domain"]
+    nyquist = dom["sampling_frequency"] / 2
+    if dom["f_max"] > nyquist:
+        raise ConfigError(
+            f"domain.f_max = {dom['f_max']} Hz is above the Nyquist frequency "
+            f"{nyquist} Hz of domain.sampling_frequency = {dom['sampling_frequency']} Hz. "
+            f"Lower domain.f_max or raise domain.sampling_frequency to at least {2 * dom['f_max']}."
+        )
+    if dom["f_min"] >= dom["f_max"]:
+        raise ConfigError(
+            f"domain.f_min = {dom['f_min']} Hz must be below domain.f_max = {dom['f_max']} Hz."
+        )
+    if dom["post_trigger_duration"] >= dom["duration"]:
+        raise ConfigError(
+            f"domain.post_trigger_duration = {dom['post_trigger_duration']} s must be shorter than "
+            f"domain.duration = {dom['duration']} s."
+        )
+    n = dom["duration"] * dom["sampling_frequency"]
+    if abs(n - round(n)) > 1e-6:
+        raise ConfigError(
+            f"domain.duration x domain.sampling_frequency = {n} is not a whole number of samples."
+        )
+    psd = config["psd"]
+    seg = psd["segment_length"] or dom["duration"]
+    if seg > psd["duration"]:
+        raise ConfigError(
+            f"psd.segment_length = {seg} s is longer than psd.duration = {psd['duration']} s: "
+            "Welch's method needs several segments. Raise psd.duration or shorten psd.segment_length."
+        )
+    if psd["source"] == "files":
+        missing = [ifo for ifo in config["detectors"] if ifo not in psd["strain_files"]]
+        if missing:
+            raise ConfigError(
+                f"psd.source is 'files' but psd.strain_files has no file for {', '.join(missing)}. "
+                "Add 'IFO: path' entries for every detector in 'detectors'."
+            )
+    extra = set(psd["strain_files"]) - set(config["detectors"])
+    if extra:
+        raise ConfigError(
+            f"psd.strain_files names {', '.join(sorted(extra))}, which is not in detectors "
+            f"{config['detectors']}."
+        )
+    if isinstance(psd["noise_curve"], dict):
+        missing = [ifo for ifo in config["detectors"] if ifo not in psd["noise_curve"]]
+        if missing:
+            raise ConfigError(
+                f"psd.noise_curve is a mapping but has no curve for {', '.join(missing)}."
+            )
+    bank, svd = config["bank"], config["svd"]
+    if bank["size"] < svd["size"] + svd["validation_size"]:
+        raise ConfigError(
+            f"bank.size = {bank['size']} is smaller than svd.size + svd.validation_size = "
+            f"{svd['size']} + {svd['validation_size']}: the basis needs at least as many training "
+            "waveforms as elements, plus held-out ones. Raise bank.size or lower svd.size."
+        )
+    if config["dask"]["cluster"] == "address" and not config["dask"]["address"]:
+        raise ConfigError("dask.cluster is 'address' but dask.address is not set (e.g. tcp://host:8786).")
+
+
+def load_config(path: str | Path, check_priors: bool = True) -> dict:
+    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist.")
+    with open(path) as f:
+        try:
+            config = yaml.safe_load(f) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+    return validate_config(config, check_priors=check_priors)

@@ -1,0 +1,195 @@
+"""bilby prior files: the single source of truth for every stage.
+
+Conventions
+-----------
+* ``geocent_time`` is relative to the config's ``trigger_time`` [s] (as in DINGO);
+  :func:`to_absolute_time` shifts it for bilby's samplers.
+* ``luminosity_distance`` is in Mpc; masses are detector-frame, in solar masses.
+* Parameters split into *intrinsic* ones (stored in the waveform bank and
+  training set) and *extrinsic* ones (:data:`EXTRINSIC`), applied at training time.
+
+Draws are made with :meth:`bilby.core.prior.Prior.rescale` from a numpy
+``Generator``, so they depend only on the seed, not on bilby's global RNG.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PriorError
+
+logger = logging.getLogger(__name__)
+
+#: Parameters applied by detector projection at training time.
+EXTRINSIC = ("luminosity_distance", "ra", "dec", "psi", "geocent_time")
+
+#: Mass parameterisations understood by bilby's conversion to LAL parameters (detector frame).
+MASS_PARAMETERS = (
+    "mass_1", "mass_2", "chirp_mass", "total_mass", "mass_ratio", "symmetric_mass_ratio",
+)
+#: Spin parameters understood by bilby's conversion.
+SPIN_PARAMETERS = (
+    "a_1", "a_2", "tilt_1", "tilt_2", "cos_tilt_1", "cos_tilt_2", "phi_12", "phi_jl",
+    "chi_1", "chi_2", "chi_1_in_plane", "chi_2_in_plane",
+)
+#: Spin parameters that only precessing approximants accept when non-zero.
+PRECESSING_SPIN_PARAMETERS = (
+    "tilt_1", "tilt_2", "cos_tilt_1", "cos_tilt_2", "phi_12", "phi_jl",
+    "chi_1_in_plane", "chi_2_in_plane",
+)
+ANGLE_PARAMETERS = ("theta_jn", "cos_theta_jn", "phase")
+#: Every parameter the waveform model or the detector projection knows.
+KNOWN_PARAMETERS = MASS_PARAMETERS + SPIN_PARAMETERS + ANGLE_PARAMETERS + EXTRINSIC
+#: Parameters that must be defined (sampled or fixed) in every prior file.
+REQUIRED = ("phase", "luminosity_distance", "ra", "dec", "psi", "geocent_time")
+
+ALIGNED_SPIN_APPROXIMANTS = ("IMRPhenomD", "IMRPhenomXAS", "IMRPhenomXHM", "SEOBNRv4_ROM", "TaylorF2")
+
+
+def _is_constraint(prior) -> bool:
+    from bilby.core.prior import Constraint
+
+    return isinstance(prior, Constraint)
+
+
+def _is_fixed(prior) -> bool:
+    from bilby.core.prior import DeltaFunction
+
+    return isinstance(prior, (int, float)) or isinstance(prior, DeltaFunction)
+
+
+def load_priors(path: str | Path, approximant: str | None = None):
+    """Load and check a bilby prior file.
+
+    Parameters
+    ----------
+    path : str or Path
+        bilby ``.prior`` file.
+    approximant : str, optional
+        When given, sampled precessing-spin parameters are refused for aligned-spin models.
+
+    Returns
+    -------
+    bilby.gw.prior.BBHPriorDict
+
+    Raises
+    ------
+    PriorError
+        Missing/unreadable file, unknown parameter, empty or inverted range, missing
+        required parameter, or a parameter the approximant cannot use.
+    """
+    import bilby
+
+    path = Path(path)
+    if not path.is_file():
+        raise PriorError(f"prior file '{path}' does not exist; set 'priors' in the config to a bilby prior file.")
+    try:
+        priors = bilby.gw.prior.BBHPriorDict(filename=str(path))
+    except Exception as exc:  # bilby raises many types on malformed files
+        raise PriorError(f"prior file '{path}' could not be read by bilby: {exc}") from exc
+
+    unknown = [k for k, p in priors.items() if not _is_constraint(p) and k not in KNOWN_PARAMETERS]
+    if unknown:
+        raise PriorError(
+            f"prior file '{path}' defines {', '.join(unknown)}, which neither the waveform model nor "
+            f"the detector projection knows. Known parameters: {', '.join(KNOWN_PARAMETERS)}."
+        )
+    missing = [k for k in REQUIRED if k not in priors and not (k == "theta_jn" and "cos_theta_jn" in priors)]
+    if "theta_jn" not in priors and "cos_theta_jn" not in priors:
+        missing.append("theta_jn")
+    if missing:
+        raise PriorError(
+            f"prior file '{path}' does not define {', '.join(missing)}; give each a prior or a fixed value."
+        )
+    masses = [k for k in MASS_PARAMETERS if k in priors and not _is_constraint(priors[k])]
+    if len(masses) != 2:
+        raise PriorError(
+            f"prior file '{path}' must define exactly two mass parameters (e.g. chirp_mass and "
+            f"mass_ratio), found {masses or 'none'}."
+        )
+    for key, prior in priors.items():
+        if _is_fixed(prior) or _is_constraint(prior):
+            continue
+        lo, hi = getattr(prior, "minimum", None), getattr(prior, "maximum", None)
+        if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+            raise PriorError(f"prior on '{key}' in '{path}' must have a finite range, got [{lo}, {hi}].")
+        if not lo < hi:
+            raise PriorError(
+                f"prior on '{key}' in '{path}' has an empty or inverted range: minimum={lo} >= maximum={hi}."
+            )
+    if approximant in ALIGNED_SPIN_APPROXIMANTS:
+        bad = [k for k in PRECESSING_SPIN_PARAMETERS if k in priors and not _is_fixed(priors[k])]
+        if bad:
+            raise PriorError(
+                f"prior file '{path}' samples {', '.join(bad)}, but {approximant} is an aligned-spin "
+                "approximant. Fix them, use chi_1/chi_2 (bilby AlignedSpin), or choose a precessing approximant."
+            )
+    return priors
+
+
+def sampled_keys(priors) -> list[str]:
+    """Parameters with a non-trivial prior, in file order."""
+    return [k for k, p in priors.items() if not _is_fixed(p) and not _is_constraint(p)]
+
+
+def fixed_parameters(priors) -> dict[str, float]:
+    """Parameters fixed to a single value."""
+    out = {}
+    for k, p in priors.items():
+        if isinstance(p, (int, float)):
+            out[k] = float(p)
+        elif _is_fixed(p):
+            out[k] = float(p.peak)
+    return out
+
+
+def intrinsic_keys(priors) -> list[str]:
+    """Sampled parameters that are stored in the bank and training set."""
+    return [k for k in sampled_keys(priors) if k not in EXTRINSIC]
+
+
+def draw(priors, keys: list[str], n: int, rng: np.random.Generator, max_rounds: int = 100) -> dict[str, np.ndarray]:
+    """Draw ``n`` samples of ``keys`` (plus fixed values), honouring constraint priors.
+
+    Samples come from inverse-CDF rescaling of ``rng`` uniforms, so they are a
+    deterministic function of the generator state.
+    """
+    fixed = fixed_parameters(priors)
+    out = {k: np.empty(0) for k in keys}
+    have = 0
+    for _ in range(max_rounds):
+        m = max(n - have, 1) if have else n
+        u = rng.random((len(keys), m))
+        cand = {k: np.asarray(priors[k].rescale(u[i]), dtype=float) for i, k in enumerate(keys)}
+        full = {**{k: np.full(m, v) for k, v in fixed.items()}, **cand}
+        ok = np.asarray(priors.evaluate_constraints(full), dtype=bool)
+        ok = np.broadcast_to(ok, (m,))
+        for k in keys:
+            out[k] = np.concatenate([out[k], cand[k][ok]])
+        have = len(out[keys[0]]) if keys else n
+        if have >= n:
+            return {k: v[:n] for k, v in out.items()}
+    raise PriorError(
+        f"constraint priors rejected almost every draw ({have} of {n} accepted after {max_rounds} rounds); "
+        "the constrained prior volume is empty or tiny: check the Constraint ranges."
+    )
+
+
+def to_absolute_time(priors, trigger_time: float):
+    """Return a copy of ``priors`` with ``geocent_time`` shifted to GPS [s] for bilby samplers."""
+    import copy
+
+    from bilby.core.prior import DeltaFunction, Uniform
+
+    out = copy.deepcopy(priors)
+    p = out["geocent_time"]
+    if isinstance(p, (int, float)) or isinstance(p, DeltaFunction):
+        out["geocent_time"] = DeltaFunction(trigger_time + (p if isinstance(p, (int, float)) else p.peak), name="geocent_time")
+    elif isinstance(p, Uniform):
+        out["geocent_time"] = Uniform(trigger_time + p.minimum, trigger_time + p.maximum, name="geocent_time", latex_label=p.latex_label, unit=p.unit)
+    else:
+        raise PriorError(f"geocent_time prior {p!r} cannot be shifted to absolute time; use Uniform or a fixed value.")
+    return out

@@ -1,0 +1,178 @@
+"""Provenance: every output carries the settings that made it, its inputs' provenance,
+the seed and package versions. ``gwnpe ls FILE`` prints it.
+
+Nothing time- or host-dependent is stored, so the same config and seed give
+byte-identical files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+
+PROVENANCE_ATTR = "gwnpe_provenance"
+TEXT_MARKER = "# gwnpe-provenance "
+
+_PACKAGES = {
+    "bilby": "bilby",
+    "pycbc": "PyCBC",
+    "torch": "torch",
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "h5py": "h5py",
+    "dask": "dask",
+    "distributed": "distributed",
+    "zuko": "zuko",
+    "snakemake": "snakemake",
+}
+
+
+@functools.cache
+def package_versions() -> dict[str, str]:
+    """Versions of gwnpe and the packages that shape its outputs."""
+    out = {"gwnpe": __version__, "gwnpe_git": git_commit()}
+    try:
+        import lal
+        import lalsimulation
+
+        out["lal"] = lal.__version__
+        out["lalsimulation"] = lalsimulation.__version__
+    except ImportError:  # pragma: no cover - lalsuite is a hard dependency
+        pass
+    for key, dist in _PACKAGES.items():
+        try:
+            out[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[key] = None
+    return out
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """``git describe --always --dirty`` of the gwnpe checkout, or None outside a checkout."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        res = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout.strip() or None
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def make_provenance(stage: str, settings: dict, inputs: dict[str, str | Path] | None = None) -> dict:
+    """Provenance record of an output.
+
+    Parameters
+    ----------
+    stage : str
+        Name of the stage that made the output (e.g. ``"psd"``).
+    settings : dict
+        Every setting that shaped the output (including the seed).
+    inputs : dict, optional
+        Name -> path of input files; their own provenance is embedded.
+    """
+    return {
+        "stage": stage,
+        "settings": _jsonable(settings),
+        "inputs": {name: {"path": str(path), "provenance": read_provenance(path)} for name, path in (inputs or {}).items()},
+        "versions": package_versions(),
+    }
+
+
+def dumps(prov: dict) -> str:
+    return json.dumps(prov, sort_keys=True)
+
+
+def write_h5(h5obj, prov: dict) -> None:
+    """Attach provenance to an open h5py File or Group."""
+    h5obj.attrs[PROVENANCE_ATTR] = dumps(prov)
+
+
+def text_header(prov: dict) -> str:
+    """Provenance as one comment line for text outputs (numpy.loadtxt skips it)."""
+    return TEXT_MARKER + dumps(prov)
+
+
+def read_provenance(path: str | Path) -> dict | None:
+    """Read the provenance of a gwnpe output (HDF5 or text); None if it has none."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"'{path}' does not exist")
+    if path.suffix in (".h5", ".hdf5", ".hdf"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get(PROVENANCE_ATTR)
+        return json.loads(raw) if raw is not None else None
+    if path.suffix in (".txt", ".dat", ".csv"):
+        with open(path) as f:
+            for line in f:
+                if line.startswith(TEXT_MARKER):
+                    return json.loads(line[len(TEXT_MARKER):])
+                if not line.startswith("#"):
+                    break
+        return None
+    if path.suffix == ".pt":
+        import torch
+
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+        return obj.get("provenance") if isinstance(obj, dict) else None
+    return None
+
+
+def code_hash(*modules: str) -> str:
+    """Hash of the source of gwnpe modules, so Snakemake reruns a rule when its library code changes."""
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        mod = importlib.import_module(name)
+        h.update(name.encode())
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path):
+    """Yield a temporary path next to ``path``; move it into place only on success.
+
+    A stage that fails half-way leaves no file that a later run could take for a finished one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,190 @@
+"""Frequency-domain polarizations from LALSimulation, through bilby's source functions.
+
+Using bilby's ``lal_binary_black_hole`` (rather than calling LAL ourselves) keeps
+the conventions (phase, reference frequency, spin frames, frequency mask)
+identical to those of the bilby likelihood that gwnpe is compared with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .domain import FrequencyDomain
+from .errors import WaveformError
+
+logger = logging.getLogger(__name__)
+
+#: Arguments of :func:`bilby.gw.source.lal_binary_black_hole` besides frequencies and distance.
+LAL_ARGS = ("mass_1", "mass_2", "a_1", "tilt_1", "phi_12", "a_2", "tilt_2", "phi_jl", "theta_jn", "phase")
+
+
+class WaveformFailure(Exception):
+    """LAL refused one parameter set, or returned non-finite values."""
+
+
+@dataclass(frozen=True)
+class WaveformGenerator:
+    """Polarizations h+ and hx [1/Hz] on the domain's band at a reference distance.
+
+    Parameters
+    ----------
+    domain : FrequencyDomain
+    approximant : str
+        LALSimulation frequency-domain approximant.
+    reference_frequency : float
+        [Hz]
+    reference_distance : float
+        Luminosity distance [Mpc] of the returned waveforms.
+    """
+
+    domain: FrequencyDomain
+    approximant: str
+    reference_frequency: float
+    reference_distance: float
+
+    def settings(self) -> dict:
+        return {
+            "approximant": self.approximant,
+            "reference_frequency": self.reference_frequency,
+            "reference_distance": self.reference_distance,
+            "domain": self.domain.settings(),
+        }
+
+    def to_lal(self, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Convert sampled parameters (any bilby parameterisation) to LAL's, as arrays."""
+        from bilby.gw.conversion import convert_to_lal_binary_black_hole_parameters
+
+        n = len(next(iter(params.values())))
+        conv, _ = convert_to_lal_binary_black_hole_parameters({k: np.asarray(v, float) for k, v in params.items()})
+        out = {}
+        for key in LAL_ARGS:
+            if key not in conv:
+                if key in ("theta_jn", "phase"):
+                    raise WaveformError(f"parameter '{key}' is missing: add it to the prior file (fixed or sampled).")
+                conv[key] = 0.0
+            out[key] = np.broadcast_to(np.asarray(conv[key], float), (n,)).copy()
+        return out
+
+    def polarizations(self, lal_params: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """One waveform from LAL parameters; raises :class:`WaveformFailure` with LAL's reason."""
+        import lal
+        from bilby.gw.source import lal_binary_black_hole
+
+        lal.swig_redirect_standard_output_error(True)
+        k0, k1 = self.domain.index_range
+        buf = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(buf):
+                pol = lal_binary_black_hole(
+                    self.domain.full_frequencies,
+                    luminosity_distance=self.reference_distance,
+                    **{k: float(lal_params[k]) for k in LAL_ARGS},
+                    waveform_approximant=self.approximant,
+                    reference_frequency=self.reference_frequency,
+                    minimum_frequency=self.domain.f_min,
+                    maximum_frequency=self.domain.f_max,
+                    catch_waveform_errors=False,
+                )
+        except Exception as exc:  # LAL raises RuntimeError/ValueError with a generic text
+            detail = " | ".join(line for line in buf.getvalue().splitlines() if line.strip())
+            raise WaveformFailure(f"{type(exc).__name__}: {exc}" + (f" [LAL: {detail}]" if detail else "")) from None
+        if pol is None:
+            raise WaveformFailure("LAL returned no waveform")
+        hp, hc = pol["plus"][k0:k1], pol["cross"][k0:k1]
+        if not (np.all(np.isfinite(hp)) and np.all(np.isfinite(hc))):
+            raise WaveformFailure("non-finite values in the waveform")
+        if not (np.any(hp != 0) or np.any(hc != 0)):
+            raise WaveformFailure("waveform is identically zero in the band")
+        return hp, hc
+
+
+def build_waveform_generator(config: dict) -> WaveformGenerator:
+    from .domain import build_domain
+
+    w = config["waveform"]
+    return WaveformGenerator(
+        domain=build_domain(config),
+        approximant=w["approximant"],
+        reference_frequency=float(w["reference_frequency"]),
+        reference_distance=float(w["reference_distance"]),
+    )
+
+
+def generate_from_prior(
+    generator: WaveformGenerator,
+    priors,
+    keys: list[str],
+    n: int,
+    rng: np.random.Generator,
+    max_failures: int,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
+    """Draw ``n`` parameter sets of ``keys`` and generate their polarizations.
+
+    A draw that LAL refuses (or that comes back non-finite) is logged with its
+    parameters and LAL's reason and replaced by the next draw of ``rng``, so the
+    result is deterministic. Nothing is dropped silently: failures are returned.
+
+    Returns
+    -------
+    params : dict of (n,) arrays
+    h_plus, h_cross : (n, n_bins) complex128 arrays
+    failures : list of dict(index, reason, parameters)
+
+    Raises
+    ------
+    WaveformError
+        When more than ``max_failures`` draws fail.
+    """
+    from tqdm import tqdm
+
+    from .priors import draw, fixed_parameters
+
+    fixed = fixed_parameters(priors)
+    nb = len(generator.domain)
+    hp = np.empty((n, nb), complex)
+    hc = np.empty((n, nb), complex)
+    params = draw(priors, keys, n, rng)
+    failures: list[dict] = []
+    todo = np.arange(n)
+    bar = tqdm(total=n, disable=not progress, desc="waveforms", mininterval=2)
+    while len(todo):
+        full = {**{k: np.full(len(todo), v) for k, v in fixed.items()}, **{k: params[k][todo] for k in keys}}
+        lal_params = generator.to_lal(full)
+        failed = []
+        for j, i in enumerate(todo):
+            try:
+                hp[i], hc[i] = generator.polarizations({k: lal_params[k][j] for k in LAL_ARGS})
+                bar.update()
+            except WaveformFailure as exc:
+                record = {"index": int(i), "reason": str(exc), "parameters": {k: float(params[k][i]) for k in keys}}
+                logger.warning("waveform %d refused, redrawing: %s; parameters %s", i, exc, record["parameters"])
+                failures.append(record)
+                failed.append(i)
+        if len(failures) > max_failures:
+            bar.close()
+            first = failures[0]
+            raise WaveformError(
+                f"{len(failures)} of {n + len(failures)} waveform draws failed ({generator.approximant}), more than "
+                f"the {max_failures} allowed by waveform.max_failure_fraction. First failure: {first['reason']} "
+                f"at {first['parameters']}. Narrow the prior to where the approximant is valid, or raise "
+                "waveform.max_failure_fraction."
+            )
+        todo = np.asarray(failed, dtype=int)
+        if len(todo):
+            redraw = draw(priors, keys, len(todo), rng)
+            for k in keys:
+                params[k][todo] = redraw[k]
+    bar.close()
+    return params, hp, hc, failures
+
+
+def max_failures(fraction: float, n: int) -> int:
+    """Number of refused draws tolerated for ``n`` waveforms."""
+    return int(math.floor(fraction * n))
