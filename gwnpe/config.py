@@ -23,8 +23,6 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
 
-#: Earth's diameter over the speed of light [s]: the largest inter-detector delay.
-EARTH_LIGHT_CROSSING = 0.0426
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
