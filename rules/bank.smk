@@ -1,0 +1,18 @@
+rule bank:
+    """Frequency-domain h+ and hx of intrinsic prior draws (LALSimulation via bilby)."""
+    input:
+        priors=get_prior_file,
+    output:
+        bank=results("bank/bank.h5"),
+    params:
+        settings=section("seed", "priors", "domain", "waveform", "bank"),
+        code=code_version("gwnpe.bank", "gwnpe.waveforms", "gwnpe.priors", "gwnpe.provenance"),
+    log:
+        logs("bank.log"),
+    benchmark:
+        benchmarks("bank.tsv")
+    threads: 1
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/bank.py"

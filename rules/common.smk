@@ -1,0 +1,71 @@
+# Helpers shared by the rules: validated config, paths, inputs, params.
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+import gwnpe.config
+from gwnpe.errors import GwnpeError
+from gwnpe.provenance import code_hash
+
+# Validate once at load time: a wrong key, type or range stops here, before any job.
+try:
+    gwnpe.config.validate_config(config)
+except GwnpeError as exc:
+    raise WorkflowError(f"gwnpe configuration error: {exc}") from None
+
+RUN = config["run"]
+RESULTS = f"results/{RUN}"
+IFOS = config["detectors"]
+
+
+wildcard_constraints:
+    ifo="|".join(IFOS),
+
+
+def results(path):
+    """Path of an output of this run."""
+    return f"{RESULTS}/{path}"
+
+
+def logs(path):
+    return f"{RESULTS}/logs/{path}"
+
+
+def benchmarks(path):
+    return f"{RESULTS}/benchmarks/{path}"
+
+
+def section(*keys):
+    """The config subset a stage depends on, passed through params so changes rerun it."""
+    return {k: config[k] for k in keys}
+
+
+def code_version(*modules):
+    """Hash of the gwnpe modules a rule runs, so library edits rerun it too."""
+    return code_hash(*modules)
+
+
+def get_psd_files(wildcards=None):
+    return expand(results("psd/{ifo}_psd.txt"), ifo=IFOS)
+
+
+def get_strain_input(wildcards):
+    """User strain files (psd.source: files) are inputs, so a missing one is named before any job runs."""
+    if config["psd"]["source"] == "files":
+        return [config["psd"]["strain_files"][wildcards.ifo]]
+    return []
+
+
+def get_prior_file(wildcards=None):
+    return config["priors"]
+
+
+def get_final_output():
+    return [
+        *get_psd_files(),
+        *expand(results("psd/{ifo}_psd.png"), ifo=IFOS),
+        results("bank/bank.h5"),
+        results("svd/basis.h5"),
+        results("svd/mismatch.png"),
+        results("training_set/training_set.h5"),
+    ]
