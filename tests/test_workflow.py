@@ -1,0 +1,167 @@
+"""End-to-end: the Snakemake DAG of the data stages on config/tiny.yaml, and bad inputs through it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from .conftest import REPO
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "config", "report", "profiles", "envs")
+
+
+def _copy_workflow(dest: Path) -> Path:
+    for name in WORKFLOW_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=True)
+        else:
+            shutil.copy(src, dest / name)
+    return dest
+
+
+def _config(dest: Path, **overrides) -> Path:
+    cfg = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
+    path = dest / "test_config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _smk(workdir: Path, configfile: Path, *args, timeout=900):
+    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", str(configfile), "--directory", str(workdir),
+           "--snakefile", str(workdir / "Snakefile"), *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    wd = _copy_workflow(tmp_path_factory.mktemp("wf"))
+    cfg = _config(wd)
+    res = _smk(wd, cfg)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    return wd, cfg
+
+
+@pytest.mark.slow
+def test_tiny_workflow_produces_every_output(tiny_run):
+    wd, _ = tiny_run
+    out = wd / "results/tiny"
+    for rel in ("psd/H1_psd.txt", "psd/L1_psd.txt", "psd/H1_psd.png", "bank/bank.h5", "svd/basis.h5",
+                "svd/mismatch.png", "training_set/training_set.h5", "logs/bank.log", "benchmarks/svd.tsv"):
+        assert (out / rel).exists(), rel
+    with h5py.File(out / "training_set/training_set.h5") as f:
+        assert f["h_plus"].shape == (400, 96)
+        assert np.isfinite(f["h_plus"][...]).all()
+    from gwnpe.provenance import read_provenance
+
+    prov = read_provenance(out / "training_set/training_set.h5")
+    # provenance chains back through basis -> bank and PSDs
+    basis = prov["inputs"]["basis"]["provenance"]
+    assert basis["inputs"]["bank"]["provenance"]["stage"] == "bank"
+    assert basis["inputs"]["psd_H1"]["provenance"]["stage"] == "psd"
+    res = subprocess.run([str(Path(sys.executable).with_name("gwnpe")), "ls", str(out / "svd/basis.h5")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "stage: svd" in res.stdout
+
+
+@pytest.mark.slow
+def test_rerun_does_nothing_and_a_changed_setting_reruns_only_its_stages(tiny_run):
+    wd, cfg = tiny_run
+    res = _smk(wd, cfg, "-n")
+    assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout + res.stderr
+    changed = _config(wd, svd={"size": 80})
+    res = _smk(wd, changed, "-n", "--quiet", "rules")
+    text = res.stdout + res.stderr
+    assert res.returncode == 0, text
+    assert "svd" in text and "training_set" in text
+    assert "bank " not in text and "psd " not in text and "\nbank" not in text and "\npsd" not in text, text
+
+
+@pytest.mark.slow
+def test_lint_is_clean():
+    res = subprocess.run([SNAKEMAKE, "--lint", "--configfile", "config/tiny.yaml"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Lints for" not in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"bogus": 1}, "unknown config key 'bogus'"),
+        ({"domain": {"sampling_frequency": 256.0}}, "Nyquist"),
+        ({"detectors": ["H1", "Q1"]}, "'Q1'"),
+        ({"bank": {"size": 120}}, "bank.size = 120"),
+        ({"svd": {"size": "many"}}, "svd.size"),
+    ],
+)
+def test_bad_config_stops_before_any_job(tmp_path, overrides, needle):
+    wd = _copy_workflow(tmp_path)
+    res = _smk(wd, _config(wd, **overrides))
+    assert res.returncode != 0
+    assert needle in res.stdout + res.stderr
+    assert not (wd / "results").exists()
+
+
+@pytest.mark.slow
+def test_unknown_prior_parameter_stops_before_any_job(tmp_path):
+    wd = _copy_workflow(tmp_path)
+    prior = wd / "config/priors/bad.prior"
+    prior.write_text((REPO / "config/priors/default.prior").read_text() + "spin_magnitude = Uniform(minimum=0, maximum=1)\n")
+    res = _smk(wd, _config(wd, priors="config/priors/bad.prior"))
+    assert res.returncode != 0 and "spin_magnitude" in res.stdout + res.stderr
+    assert not (wd / "results").exists()
+
+
+def _gwosc_file(path: Path, t0: float, fs: float, duration: float, nan_at=None):
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=int(duration * fs)) * 1e-21
+    if nan_at is not None:
+        data[int(nan_at * fs)] = np.nan
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("strain/Strain", data=data)
+        ds.attrs["Xstart"] = t0
+        ds.attrs["Xspacing"] = 1.0 / fs
+    return path
+
+
+@pytest.mark.slow
+def test_missing_strain_file_is_named(tmp_path):
+    wd = _copy_workflow(tmp_path)
+    cfg = _config(wd, psd={"source": "files", "strain_files": {"H1": "data/H1.hdf5", "L1": "data/L1.hdf5"}})
+    res = _smk(wd, cfg)
+    assert res.returncode != 0
+    assert "data/H1.hdf5" in res.stdout + res.stderr
+    assert not list((wd / "results").rglob("*_psd.txt")) if (wd / "results").exists() else True
+
+
+@pytest.mark.slow
+def test_nan_strain_fails_the_psd_stage_and_leaves_no_psd(tmp_path):
+    wd = _copy_workflow(tmp_path)
+    (wd / "data").mkdir()
+    trigger, seg_start = 1187008882.4, 1187008882.4 - 2.0
+    t0 = seg_start - 256.0 - 16.0
+    _gwosc_file(wd / "data/H1.hdf5", t0, 512.0, 300.0, nan_at=100.0)
+    _gwosc_file(wd / "data/L1.hdf5", t0, 512.0, 300.0)
+    cfg = _config(wd, trigger_time=trigger,
+                  psd={"source": "files", "strain_files": {"H1": "data/H1.hdf5", "L1": "data/L1.hdf5"}})
+    res = _smk(wd, cfg, "--keep-going", "results/tiny/psd/H1_psd.txt", "results/tiny/psd/L1_psd.txt")
+    assert res.returncode != 0
+    log = (wd / "results/tiny/logs/psd/H1.log").read_text()
+    assert "NaN" in log or "non-finite" in log, log
+    assert "H1.hdf5" in log
+    assert not (wd / "results/tiny/psd/H1_psd.txt").exists()
+    assert (wd / "results/tiny/psd/L1_psd.txt").exists()
