@@ -1,0 +1,581 @@
+"""Strain for the PSD estimate: the estimation window, file readers, simulated noise,
+reference noise curves and optional GWOSC downloads.
+
+Conventions
+-----------
+* Times are GPS seconds [s]; a strain series is ``(t0, dt, data)`` with sample ``i``
+  at ``t0 + i * dt`` and ``data`` a float64 array [strain, dimensionless].
+* PSDs are one-sided [1/Hz], ASDs their square roots [1/sqrt(Hz)].
+* The analysed segment is ``[trigger_time - (duration - post_trigger_duration),
+  trigger_time + post_trigger_duration]`` (bilby's convention, config ``domain``); the
+  PSD window is the ``psd.duration`` seconds that end where it starts, so the estimate
+  never sees the analysed data.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import shutil
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, StrainError
+
+logger = logging.getLogger(__name__)
+
+#: Suffixes read with the GWOSC HDF5 reader (``strain/Strain`` with ``Xstart``, ``Xspacing``).
+HDF5_SUFFIXES = (".hdf5", ".h5", ".hdf")
+#: Suffix -> gwpy format name, for files whose format gwpy cannot guess from bad contents.
+_GWPY_FORMATS = {".gwf": "gwf", ".txt": "txt", ".dat": "txt", ".csv": "csv"}
+#: Tolerance, in samples, when placing a GPS time on a sample grid (GPS float64 round-off).
+_SAMPLE_TOL = 1e-2
+
+
+# ----------------------------------------------------------------------------- window
+
+
+def analysis_segment(settings: dict) -> tuple[float, float]:
+    """Start and end [GPS s] of the analysed segment.
+
+    Parameters
+    ----------
+    settings : dict
+        Validated config (keys ``trigger_time`` and ``domain``).
+
+    Returns
+    -------
+    start, end : float
+        ``trigger_time - (duration - post_trigger_duration)`` and
+        ``trigger_time + post_trigger_duration`` [GPS s].
+    """
+    dom = settings["domain"]
+    t = float(settings["trigger_time"])
+    return t - (float(dom["duration"]) - float(dom["post_trigger_duration"])), t + float(dom["post_trigger_duration"])
+
+
+def psd_window(settings: dict) -> tuple[float, float]:
+    """GPS window [s] of the strain used for the PSD estimate.
+
+    The window is ``psd.duration`` seconds long and ends exactly where the analysed
+    segment (:func:`analysis_segment`) starts: adjacent to it, never overlapping.
+
+    Parameters
+    ----------
+    settings : dict
+        Validated config (keys ``trigger_time``, ``domain`` and ``psd``).
+
+    Returns
+    -------
+    start, end : float
+        Half-open window ``[start, end)`` [GPS s].
+    """
+    seg_start, _ = analysis_segment(settings)
+    return seg_start - float(settings["psd"]["duration"]), seg_start
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _crop(path, ifo, t0: float, dt: float, n: int, start: float, end: float) -> tuple[int, int]:
+    """Index range ``[i0, i1)`` of the samples with times in ``[start, end)``; error if not covered."""
+    i0 = math.ceil((start - t0) / dt - _SAMPLE_TOL)
+    i1 = math.ceil((end - t0) / dt - _SAMPLE_TOL)
+    if i0 < 0 or i1 > n or i1 <= i0:
+        raise StrainError(
+            f"{ifo} strain file '{path}' covers GPS [{t0:.6f}, {t0 + n * dt:.6f}) s but the PSD "
+            f"estimate needs [{start:.6f}, {end:.6f}) s. Provide a file covering that window, or "
+            "shorten psd.duration."
+        )
+    return i0, i1
+
+
+def _check_finite(path, ifo, t0: float, dt: float, data: np.ndarray) -> None:
+    bad = ~np.isfinite(data)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise StrainError(
+            f"{ifo} strain file '{path}' has {int(bad.sum())} NaN/inf samples in the PSD window "
+            f"(first at GPS {t0 + first * dt:.6f} s): the data have a gap or are flagged there. "
+            "Choose a window with valid data (trigger_time, psd.duration) or another file."
+        )
+
+
+def _read_gwosc_hdf5(path: Path, ifo: str, start: float | None = None, end: float | None = None):
+    """Read ``strain/Strain`` of a GWOSC HDF5 file, only the samples in ``[start, end)``.
+
+    Without ``start``/``end`` the whole file is read. Returns ``(t0, dt, data)``.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "strain/Strain" not in f:
+                raise StrainError(
+                    f"{ifo} strain file '{path}' is HDF5 but has no 'strain/Strain' dataset "
+                    "(GWOSC format); convert it or use a format gwpy reads (GWF, TXT)."
+                )
+            dset = f["strain/Strain"]
+            try:
+                t0 = float(dset.attrs["Xstart"])
+                dt = float(dset.attrs["Xspacing"])
+            except KeyError as exc:
+                raise StrainError(
+                    f"{ifo} strain file '{path}': 'strain/Strain' lacks the attribute {exc} "
+                    "(GWOSC files carry Xstart [GPS s] and Xspacing [s])."
+                ) from None
+            if not (np.isfinite(t0) and np.isfinite(dt) and dt > 0):
+                raise StrainError(f"{ifo} strain file '{path}' has invalid Xstart={t0} / Xspacing={dt}.")
+            n = dset.shape[0]
+            if start is None:
+                i0, i1 = 0, n
+            else:
+                i0, i1 = _crop(path, ifo, t0, dt, n, start, end)
+            data = np.asarray(dset[i0:i1], dtype=np.float64)
+    except StrainError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise StrainError(f"{ifo} strain file '{path}' is not a readable HDF5 file: {exc}") from exc
+    return t0 + i0 * dt, dt, data
+
+
+def _read_gwpy(path: Path, ifo: str, channel: str | None):
+    """Read a whole file with gwpy; return ``(times, data)`` (times may be irregular)."""
+    from gwpy.timeseries import TimeSeries
+
+    fmt = _GWPY_FORMATS.get(path.suffix.lower())
+    if fmt == "gwf" and not channel:
+        raise StrainError(
+            f"{ifo} strain file '{path}' is a GWF frame file, which needs a channel name: "
+            f"set psd.channels.{ifo} (e.g. '{ifo}:GDS-CALIB_STRAIN')."
+        )
+    if fmt in ("txt", "csv"):
+        channel = None  # text files hold one unnamed series; a configured channel is irrelevant
+    args = (channel,) if channel else ()
+    kwargs = {"format": fmt} if fmt else {}
+    try:
+        # gap="ignore": keep irregular sampling so that gaps are reported below, by us.
+        ts = TimeSeries.read(str(path), *args, gap="ignore", **kwargs)
+    except Exception as exc:  # gwpy raises many types (ValueError, RuntimeError, IORegistryError, ...)
+        raise StrainError(
+            f"{ifo} strain file '{path}' could not be read"
+            + (f" (channel '{channel}')" if channel else "")
+            + f": {type(exc).__name__}: {exc}"
+        ) from exc
+    times = np.asarray(ts.times.value, dtype=np.float64)
+    return times, np.asarray(ts.value, dtype=np.float64)
+
+
+def _regular_grid(path, ifo, times: np.ndarray) -> tuple[float, float]:
+    """``(t0, dt)`` of uniformly spaced times; StrainError naming the first gap otherwise."""
+    if len(times) < 2:
+        raise StrainError(f"{ifo} strain file '{path}' has {len(times)} samples; not a time series.")
+    diffs = np.diff(times)
+    dt = (times[-1] - times[0]) / (len(times) - 1)
+    bad = np.abs(diffs - np.median(diffs)) > _SAMPLE_TOL * abs(np.median(diffs))
+    if bad.any() or not dt > 0:
+        k = int(np.argmax(bad)) if bad.any() else 0
+        raise StrainError(
+            f"{ifo} strain file '{path}' is not uniformly sampled: a gap or jump of "
+            f"{diffs[k]:.6g} s after GPS {times[k]:.6f} s (typical spacing {np.median(diffs):.6g} s). "
+            "Welch's method needs contiguous data: choose a window without gaps."
+        )
+    return float(times[0]), float(dt)
+
+
+def read_strain(
+    path: str | Path, ifo: str, start: float, end: float, channel: str | None = None
+) -> tuple[float, float, np.ndarray]:
+    """Strain samples with GPS times in ``[start, end)`` from one file.
+
+    GWOSC HDF5 files (``.hdf5``/``.h5``/``.hdf`` with a ``strain/Strain`` dataset and
+    ``Xstart`` [GPS s] / ``Xspacing`` [s] attributes) are read with h5py, only the
+    needed slice. Anything else (GWF, TXT/CSV with columns time [GPS s] and strain,
+    gwpy's own HDF5) goes through :meth:`gwpy.timeseries.TimeSeries.read`.
+
+    Parameters
+    ----------
+    path : str or Path
+        Strain file.
+    ifo : str
+        Detector name, used in messages.
+    start, end : float
+        Window [GPS s]; samples with ``start <= t < end`` are returned.
+    channel : str, optional
+        Channel name; required for GWF files.
+
+    Returns
+    -------
+    t0 : float
+        GPS time [s] of the first returned sample (``>= start``).
+    dt : float
+        Sample spacing [s].
+    data : ndarray of float64
+        Strain samples [dimensionless].
+
+    Raises
+    ------
+    StrainError
+        If the file is missing, unreadable, does not cover the window, has NaN/inf
+        samples or gaps inside it, or is a GWF file and no channel was given.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StrainError(
+            f"{ifo} strain file '{path}' does not exist; check psd.strain_files.{ifo} "
+            "(relative paths are relative to the working directory)."
+        )
+    if path.suffix.lower() in HDF5_SUFFIXES and _is_gwosc_hdf5(path):
+        t0, dt, data = _read_gwosc_hdf5(path, ifo, start, end)
+    else:
+        times, values = _read_gwpy(path, ifo, channel)
+        t_first, dt = _regular_grid(path, ifo, times)
+        i0, i1 = _crop(path, ifo, t_first, dt, len(values), start, end)
+        t0, data = t_first + i0 * dt, values[i0:i1]
+    _check_finite(path, ifo, t0, dt, data)
+    logger.debug("read %s strain %s: GPS [%.6f, %.6f) s at %.6g Hz", ifo, path, t0, t0 + len(data) * dt, 1 / dt)
+    return t0, dt, data
+
+
+def _is_gwosc_hdf5(path: Path) -> bool:
+    """True if ``path`` is HDF5 with ``strain/Strain``; corrupt files are routed here too,
+    so that the h5py error message is the one reported."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "strain/Strain" in f
+    except OSError:
+        return True
+
+
+# ----------------------------------------------------------------------------- noise curves
+
+
+def bilby_noise_curve_dir() -> Path:
+    """Folder of the noise curves shipped with bilby (found without importing bilby)."""
+    spec = importlib.util.find_spec("bilby")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("bilby is not installed; cannot look up its noise curves.")
+    return Path(list(spec.submodule_search_locations)[0]) / "gw" / "detector" / "noise_curves"
+
+
+def _curve_is_asd(name: str) -> bool:
+    """Whether a curve file holds an ASD: by name (``*_psd*`` -> PSD; ``*asd*`` and bilby's
+    ``aplus.txt`` -> ASD; other user files -> PSD)."""
+    low = Path(name).name.lower()
+    if "psd" in low:
+        return False
+    return "asd" in low or low == "aplus.txt"
+
+
+def load_noise_curve(name_or_path: str | Path, frequencies: np.ndarray) -> np.ndarray:
+    """One-sided PSD [1/Hz] of a reference noise curve at ``frequencies``.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        Either the file name of a curve shipped with bilby (``aLIGO_O4_high_asd.txt``,
+        ``aplus.txt``, ... in ``bilby/gw/detector/noise_curves``) or a path to a two-column
+        text file, frequency [Hz] and ASD [1/sqrt(Hz)] or PSD [1/Hz]. The column is an ASD
+        if the file name contains ``asd`` (and for bilby's ``aplus.txt``), a PSD otherwise
+        (names containing ``psd`` always are). A prefix ``asd:`` or ``psd:`` (e.g.
+        ``asd:my_curve.txt``) overrides the guess. An existing path wins over a bilby name.
+    frequencies : array_like
+        Frequencies [Hz] at which to evaluate the curve.
+
+    Returns
+    -------
+    psd : ndarray
+        PSD [1/Hz], interpolated linearly in log(f)-log(PSD). Frequencies outside the
+        curve's range (and f <= 0) get ``inf``, so that such bins carry no weight and
+        simulated noise is zero there; never 0 or NaN.
+
+    Raises
+    ------
+    ConfigError
+        If the curve is not found (the message lists bilby's curves) or is not a
+        two-column file of positive values.
+    """
+    spec = str(name_or_path)
+    kind = None
+    if spec[:4].lower() in ("asd:", "psd:"):
+        kind, spec = spec[:3].lower(), spec[4:]
+    path = Path(spec)
+    if not path.is_file():
+        bilby_dir = bilby_noise_curve_dir()
+        if (bilby_dir / path.name).is_file() and path.name == spec:
+            path = bilby_dir / path.name
+        else:
+            available = sorted(p.name for p in bilby_dir.glob("*.txt"))
+            raise ConfigError(
+                f"noise curve '{name_or_path}' is neither an existing file nor a bilby curve. "
+                f"bilby ships: {', '.join(available)}. Set psd.noise_curve to one of these or to "
+                "a two-column (frequency [Hz], ASD or PSD) file."
+            )
+    is_asd = (kind == "asd") if kind else _curve_is_asd(path.name)
+    try:
+        curve = np.loadtxt(path, ndmin=2)
+    except ValueError as exc:
+        raise ConfigError(f"noise curve '{path}' is not a two-column text file: {exc}") from exc
+    if curve.shape[1] != 2 or curve.shape[0] < 2:
+        raise ConfigError(f"noise curve '{path}' has shape {curve.shape}; expected >= 2 rows of (frequency, value).")
+    f_c, v_c = curve[:, 0], curve[:, 1]
+    keep = (f_c > 0) & (v_c > 0) & np.isfinite(f_c) & np.isfinite(v_c)
+    f_c, v_c = f_c[keep], v_c[keep]
+    order = np.argsort(f_c)
+    f_c, v_c = f_c[order], v_c[order]
+    if len(f_c) < 2:
+        raise ConfigError(f"noise curve '{path}' has fewer than two positive, finite rows.")
+    if is_asd and np.median(v_c) < 1e-35 or not is_asd and np.median(v_c) > 1e-30:
+        logger.warning(
+            "noise curve %s read as %s but its values (median %.3g) look like %s; use an "
+            "'asd:' or 'psd:' prefix if this is wrong", path, "ASD" if is_asd else "PSD",
+            np.median(v_c), "a PSD" if is_asd else "an ASD",
+        )
+    psd_c = v_c**2 if is_asd else v_c
+    f = np.atleast_1d(np.asarray(frequencies, dtype=np.float64))
+    out = np.full(f.shape, np.inf)
+    inside = (f >= f_c[0]) & (f <= f_c[-1])
+    out[inside] = np.exp(np.interp(np.log(f[inside]), np.log(f_c), np.log(psd_c)))
+    return out
+
+
+# ----------------------------------------------------------------------------- simulated noise
+
+
+def simulate_noise(
+    psd_freqs: np.ndarray,
+    psd_values: np.ndarray,
+    duration: float,
+    sampling_frequency: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Stationary Gaussian noise [strain] coloured by a one-sided PSD.
+
+    The noise is drawn in the frequency domain on the grid ``k / duration``: with
+    ``h~(f) = dt * FFT(h)``, the real and imaginary parts of each bin are independent
+    ``N(0, PSD * T / 4)`` (bilby's convention, ``<|h~|^2> = T PSD / 2``); the DC and
+    Nyquist bins are real with variance ``T PSD / 2``. The inverse FFT then gives a
+    series whose Welch estimate (scipy, ``scaling='density'``) recovers the PSD. The
+    noise is periodic over ``duration``.
+
+    Parameters
+    ----------
+    psd_freqs : array_like
+        Frequencies [Hz] of ``psd_values``; if they are not the grid ``k / duration``,
+        the PSD is interpolated linearly onto it.
+    psd_values : array_like
+        One-sided PSD [1/Hz], >= 0. Zero or non-finite bins (e.g. ``inf`` outside a
+        curve's range, or pycbc's analytic PSDs that are 0 at the last bin) and
+        frequencies outside ``psd_freqs`` get zero noise, never NaN.
+    duration : float
+        Length T [s]; ``duration * sampling_frequency`` must be a whole number.
+    sampling_frequency : float
+        Sampling rate [Hz].
+    rng : numpy.random.Generator
+        Source of randomness; the output is a deterministic function of its state.
+
+    Returns
+    -------
+    ndarray of float64
+        ``duration * sampling_frequency`` samples [strain].
+    """
+    n_float = duration * sampling_frequency
+    n = int(round(n_float))
+    if abs(n - n_float) > 1e-6 or n < 2:
+        raise ConfigError(
+            f"duration x sampling_frequency = {duration} x {sampling_frequency} = {n_float} "
+            "is not a whole number (>= 2) of samples."
+        )
+    f_in = np.asarray(psd_freqs, dtype=np.float64)
+    p_in = np.asarray(psd_values, dtype=np.float64)
+    if f_in.shape != p_in.shape:
+        raise ValueError(f"psd_freqs {f_in.shape} and psd_values {p_in.shape} differ in shape")
+    if np.any(p_in < 0):
+        raise StrainError("the PSD has negative values; cannot simulate noise from it.")
+    n_f = n // 2 + 1
+    grid = np.arange(n_f) / duration
+    if len(f_in) == n_f and np.allclose(f_in, grid, rtol=0, atol=1e-9 / duration):
+        psd = p_in.copy()
+    else:
+        p_nan = np.where(np.isfinite(p_in) & (p_in > 0), p_in, np.nan)
+        psd = np.interp(grid, f_in, p_nan, left=np.nan, right=np.nan)
+    psd = np.where(np.isfinite(psd) & (psd > 0), psd, 0.0)
+
+    sigma = np.sqrt(psd * duration / 4.0)
+    re = rng.standard_normal(n_f)
+    im = rng.standard_normal(n_f)
+    htilde = sigma * (re + 1j * im)
+    # DC (and Nyquist for even n) bins are real: all the variance in the real part.
+    htilde[0] = np.sqrt(2.0) * sigma[0] * re[0]
+    if n % 2 == 0:
+        htilde[-1] = np.sqrt(2.0) * sigma[-1] * re[-1]
+    return np.fft.irfft(htilde, n=n) * sampling_frequency
+
+
+# ----------------------------------------------------------------------------- GWOSC
+
+
+def fetch_gwosc(
+    ifo: str, start: float, end: float, cache_dir: str | Path, sample_rate: int = 4096
+) -> tuple[float, float, np.ndarray]:
+    """Open strain from GWOSC for ``[start, end)`` (downloads only what is not cached).
+
+    File URLs come from :func:`gwosc.locate.get_urls` (HDF5 format); each file is
+    downloaded with :func:`urllib.request.urlopen` into ``cache_dir`` through a temporary
+    file renamed into place, so an interrupted download never leaves a file that looks
+    complete. Files already in ``cache_dir`` are reused. The files are read with the
+    GWOSC HDF5 reader, joined (they must be contiguous) and cropped.
+
+    Parameters
+    ----------
+    ifo : str
+        Detector name (``H1``, ``L1``, ``V1``, ...).
+    start, end : float
+        Window [GPS s].
+    cache_dir : str or Path
+        Folder for the downloaded files.
+    sample_rate : int
+        GWOSC sampling rate [Hz], 4096 or 16384.
+
+    Returns
+    -------
+    t0, dt, data
+        As :func:`read_strain`.
+
+    Raises
+    ------
+    StrainError
+        If GWOSC has no data for the window, a download fails, or the data have gaps or
+        NaNs inside the window.
+    """
+    import gwosc.locate
+
+    try:
+        urls = gwosc.locate.get_urls(ifo, start, end, sample_rate=sample_rate)
+    except Exception as exc:  # network errors, ValueError for no data
+        raise StrainError(
+            f"GWOSC lookup of {ifo} strain for GPS [{start}, {end}) s failed: {type(exc).__name__}: {exc}. "
+            "psd.source 'gwosc' needs network access; use 'files' with downloaded data otherwise."
+        ) from exc
+    if not urls:
+        raise StrainError(f"GWOSC has no {ifo} strain for GPS [{start}, {end}) s.")
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    pieces = []
+    for url in urls:
+        name = Path(urllib.parse.urlparse(url).path).name
+        dest = cache_dir / name
+        if dest.is_file():
+            logger.info("using cached %s", dest)
+        else:
+            logger.info("downloading %s -> %s", url, dest)
+            tmp = dest.with_name(f".{name}.part-{os.getpid()}")
+            try:
+                with urllib.request.urlopen(url, timeout=120) as resp, open(tmp, "wb") as out:
+                    shutil.copyfileobj(resp, out)
+                os.replace(tmp, dest)
+            except OSError as exc:
+                raise StrainError(f"download of {ifo} strain {url} failed: {exc}") from exc
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+        t0, dt, data = _read_gwosc_hdf5(dest, ifo)
+        lo = max(0, math.ceil((start - t0) / dt - _SAMPLE_TOL))
+        hi = min(len(data), math.ceil((end - t0) / dt - _SAMPLE_TOL))
+        if hi > lo:
+            pieces.append((t0 + lo * dt, dt, data[lo:hi], dest))
+    if not pieces:
+        raise StrainError(f"the GWOSC files {urls} do not overlap GPS [{start}, {end}) s.")
+    pieces.sort(key=lambda p: p[0])
+    t0, dt = pieces[0][0], pieces[0][1]
+    t_next = t0
+    for t_p, dt_p, d_p, src in pieces:
+        if abs(dt_p - dt) > 1e-12 * dt or abs(t_p - t_next) > _SAMPLE_TOL * dt:
+            raise StrainError(
+                f"GWOSC {ifo} files are not contiguous: '{src}' starts at GPS {t_p:.6f} s "
+                f"(spacing {dt_p} s) but the previous data end at {t_next:.6f} s (spacing {dt} s)."
+            )
+        t_next = t_p + len(d_p) * dt
+    data = np.concatenate([p[2] for p in pieces])
+    label = f"GWOSC files {[str(p[3]) for p in pieces]}"
+    i0, i1 = _crop(label, ifo, t0, dt, len(data), start, end)
+    t0, data = t0 + i0 * dt, data[i0:i1]
+    _check_finite(label, ifo, t0, dt, data)
+    return t0, dt, data
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def noise_curve_for(ifo: str, settings: dict) -> str | None:
+    """The ``psd.noise_curve`` entry of ``ifo`` (a single curve or a detector mapping)."""
+    curve = settings["psd"].get("noise_curve")
+    if isinstance(curve, dict):
+        if ifo not in curve:
+            raise ConfigError(f"psd.noise_curve is a mapping but has no curve for {ifo}.")
+        return curve[ifo]
+    return curve
+
+
+def get_psd_strain(ifo: str, settings: dict, rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
+    """Strain of ``ifo`` in the PSD window (:func:`psd_window`), from ``psd.source``.
+
+    Parameters
+    ----------
+    ifo : str
+        Detector name.
+    settings : dict
+        Validated config (``trigger_time``, ``domain``, ``psd``).
+    rng : numpy.random.Generator
+        Used only by ``simulated``.
+
+    Returns
+    -------
+    t0, dt, data
+        GPS start [s], spacing [s], strain samples.
+
+    Notes
+    -----
+    * ``simulated``: Gaussian noise from ``psd.noise_curve`` at ``domain.sampling_frequency``.
+    * ``files``: ``psd.strain_files[ifo]`` (channel ``psd.channels[ifo]`` for GWF) at the
+      file's own rate, which must be at least ``domain.sampling_frequency``.
+    * ``gwosc``: open data at 4096 Hz (16384 Hz if the domain needs more), cached in
+      ``psd.cache_dir``.
+    """
+    psd_cfg = settings["psd"]
+    fs = float(settings["domain"]["sampling_frequency"])
+    start, end = psd_window(settings)
+    source = psd_cfg["source"]
+    if source == "simulated":
+        duration = float(psd_cfg["duration"])  # not end - start: GPS round-off (~1e-7 s)
+        curve = noise_curve_for(ifo, settings)
+        n = int(round(duration * fs))
+        freqs = np.arange(n // 2 + 1) / duration
+        psd = load_noise_curve(curve, freqs)
+        return start, 1.0 / fs, simulate_noise(freqs, psd, duration, fs, rng)
+    if source == "files":
+        files = psd_cfg.get("strain_files") or {}
+        if ifo not in files:
+            raise ConfigError(f"psd.source is 'files' but psd.strain_files has no entry for {ifo}.")
+        channel = (psd_cfg.get("channels") or {}).get(ifo)
+        t0, dt, data = read_strain(files[ifo], ifo, start, end, channel=channel)
+    elif source == "gwosc":
+        rate = 4096 if fs <= 4096 else 16384
+        t0, dt, data = fetch_gwosc(ifo, start, end, psd_cfg.get("cache_dir", "data/gwosc"), sample_rate=rate)
+    else:
+        raise ConfigError(f"psd.source = {source!r}; expected 'simulated', 'files' or 'gwosc'.")
+    if 1.0 / dt < fs * (1 - 1e-9):
+        where = files[ifo] if source == "files" else "GWOSC"
+        raise StrainError(
+            f"{ifo} strain '{where}' is sampled at {1 / dt:.6g} Hz, below domain.sampling_frequency "
+            f"= {fs:.6g} Hz: its PSD cannot reach {fs / 2:.6g} Hz. Lower domain.sampling_frequency "
+            "(and f_max) or use data sampled faster."
+        )
+    return t0, dt, data
