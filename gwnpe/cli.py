@@ -1,4 +1,8 @@
-"""Command-line interface: ``gwnpe ls FILE`` prints the provenance of an output."""
+"""Command-line interface.
+
+``gwnpe ls FILE``      print the settings, inputs and package versions stored in an output
+``gwnpe sample ...``   draw posterior samples for detector strain with a trained model
+"""
 
 from __future__ import annotations
 
@@ -56,6 +60,61 @@ def cmd_ls(args) -> int:
     return 0
 
 
+def _pairs(items, what):
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise GwnpeError(f"--{what} expects IFO=PATH (e.g. H1=data/H1.hdf5), got '{item}'")
+        ifo, path = item.split("=", 1)
+        out[ifo] = path
+    return out
+
+
+def cmd_sample(args) -> int:
+    import logging
+    import time
+
+    import numpy as np
+
+    from .inference import read_fd_strain, sample_posterior, save_result, strain_from_time_domain
+    from .inference.sampling import model_domain
+    from .nn.model import load_model
+    from .psd import psd_on_domain
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    t0 = time.perf_counter()
+    model = load_model(args.model, device=args.device)
+    dom = model_domain(model)
+    injection = None
+    window_factor = 1.0
+    if len(args.strain) == 1 and "=" not in args.strain[0]:
+        fd = read_fd_strain(args.strain[0])
+        if not np.allclose(fd["frequencies"], dom.frequencies):
+            from .inference import InferenceError
+
+            raise InferenceError(
+                f"strain file '{args.strain[0]}' is on {len(fd['frequencies'])} bins "
+                f"{fd['frequencies'][0]}-{fd['frequencies'][-1]} Hz, the model on {len(dom)} bins "
+                f"{dom.f_min}-{dom.f_max} Hz."
+            )
+        strain, start, injection = fd["strain"], fd["start_time"], fd.get("injection_parameters")
+    else:
+        strain, start, window_factor = strain_from_time_domain(model, _pairs(args.strain, "strain"), _pairs(args.channel, "channel"))
+    psd_files = _pairs(args.psd, "psd")
+    if psd_files:
+        psds = {ifo: psd_on_domain(p, dom) * window_factor for ifo, p in psd_files.items()}
+    else:
+        logging.getLogger("gwnpe").info("no --psd given: using the PSDs the model was trained with")
+        psds = {ifo: np.asarray(a) ** 2 * window_factor for ifo, a in zip(model.settings["detectors"], model.extra["asds"])}
+    out = sample_posterior(model, strain, psds, args.n, start_time=start, seed=args.seed, device=args.device)
+    if injection is not None and "geocent_time" in injection:
+        injection = {**injection, "geocent_time": injection["geocent_time"] + model.settings["trigger_time"]}
+    save_result(args.output, model, out["samples"], out["log_q"], out["sampling_time"], label=args.label,
+                injection_parameters=injection, meta_data={"strain": args.strain, "psd": args.psd or "model"})
+    print(f"{args.n} samples in {out['sampling_time']:.2f} s (total {time.perf_counter() - t0:.2f} s) -> {args.output}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gwnpe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +123,18 @@ def main(argv=None) -> int:
     ls.add_argument("--json", action="store_true", help="machine-readable JSON")
     ls.add_argument("--inputs", action="store_true", help="also print the inputs' full provenance")
     ls.set_defaults(func=cmd_ls)
+    sp = sub.add_parser("sample", help="draw posterior samples for detector strain with a trained model")
+    sp.add_argument("--model", required=True, help="model.pt written by the train stage")
+    sp.add_argument("--strain", nargs="+", required=True,
+                    help="a gwnpe frequency-domain strain file (HDF5), or IFO=PATH time-domain files (GWOSC HDF5, GWF, TXT)")
+    sp.add_argument("--channel", nargs="*", help="IFO=CHANNEL for GWF files")
+    sp.add_argument("--psd", nargs="*", help="IFO=PATH gwnpe PSD files (default: the PSDs the model was trained with)")
+    sp.add_argument("-n", type=int, default=10000, help="number of posterior samples")
+    sp.add_argument("-o", "--output", required=True, help="bilby Result file (.hdf5 or .json)")
+    sp.add_argument("--label", default="gwnpe")
+    sp.add_argument("--seed", type=int, default=None)
+    sp.add_argument("--device", default="cpu")
+    sp.set_defaults(func=cmd_sample)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -68,4 +68,7 @@ def get_final_output():
         results("svd/basis.h5"),
         results("svd/mismatch.png"),
         results("training_set/training_set.h5"),
+        results("model/model.pt"),
+        results("model/history.csv"),
+        results("model/loss.png"),
     ]

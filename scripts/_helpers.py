@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 # Make the checkout's gwnpe importable also in a `--sdm conda` environment without an install.
+import os
+
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # dask otherwise logs every worker start at INFO
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)

@@ -64,3 +64,27 @@ def sha256(path) -> str:
 def two_threads():
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     return 2
+
+
+@pytest.fixture(scope="session")
+def tiny_products(tmp_path_factory, tiny_config):
+    """PSDs, bank, basis and training set of config/tiny.yaml, built once through the library."""
+    import copy
+
+    from gwnpe.bank import bank_settings, run_bank_stage
+    from gwnpe.psd import run_psd_stage
+    from gwnpe.svd import run_svd_stage, svd_settings
+    from gwnpe.training_set import run_training_set_stage
+
+    cfg = copy.deepcopy(tiny_config)
+    d = tmp_path_factory.mktemp("tiny_products")
+    psds = {}
+    for ifo in cfg["detectors"]:
+        psds[ifo] = d / f"{ifo}_psd.txt"
+        run_psd_stage(ifo, cfg, psds[ifo], d / f"{ifo}_psd.png")
+    run_bank_stage(bank_settings(cfg), d / "bank.h5", progress=False)
+    run_svd_stage(svd_settings(cfg), d / "bank.h5", psds, d / "basis.h5", None, threads=1)
+    run_training_set_stage(cfg, prior_path=cfg["priors"], basis_path=d / "basis.h5",
+                           out_path=d / "training_set.h5", threads=2, progress=False)
+    return {"config": cfg, "dir": d, "psds": psds, "basis": d / "basis.h5", "training_set": d / "training_set.h5",
+            "bank": d / "bank.h5"}

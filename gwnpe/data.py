@@ -1,0 +1,129 @@
+"""Training data made on the fly, in batched tensor code on the training device.
+
+Per batch: take compressed intrinsic waveforms (reduced-basis coefficients of
+waveforms whitened by the reference ASD), expand them with the basis, draw the
+extrinsic parameters from the prior, project onto each detector (antenna
+patterns and time delays from :class:`gwnpe.detectors.DetectorNetwork`, the
+time shift as a frequency-domain phase), scale by distance, re-whiten from the
+reference ASD to each detector's ASD, and add white Gaussian noise (unit
+variance per real component).
+
+Time origin: the strain's phase refers to the trigger time (the geocentre
+coalescence at ``trigger_time + geocent_time``). Data whose FFT starts at the
+segment start are rotated with :func:`to_trigger_origin` before inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .detectors import DetectorNetwork
+from .priors import EXTRINSIC, fixed_parameters, sampled_keys
+
+logger = logging.getLogger(__name__)
+
+
+def to_trigger_origin(strain: np.ndarray | torch.Tensor, frequencies, trigger_time: float, start_time: float):
+    """Move the time origin of frequency-domain strain from ``start_time`` to ``trigger_time`` [GPS s]."""
+    shift = trigger_time - start_time
+    if isinstance(strain, torch.Tensor):
+        f = torch.as_tensor(frequencies, dtype=torch.float64, device=strain.device)
+        phase = torch.exp(2j * np.pi * torch.remainder(f * shift, 1.0)).to(strain.dtype)
+        return strain * phase
+    return strain * np.exp(2j * np.pi * np.remainder(np.asarray(frequencies) * shift, 1.0))
+
+
+class TrainingData:
+    """Training set in memory as tensors: intrinsic parameters and basis coefficients.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``training_set.h5`` written by the training_set stage.
+    """
+
+    def __init__(self, path: str | Path):
+        from .training_set import load_training_set
+
+        ts = load_training_set(path)
+        self.parameters = {k: torch.as_tensor(np.asarray(v), dtype=torch.float64) for k, v in ts.parameters.items()}
+        self.h_plus = torch.as_tensor(np.asarray(ts.h_plus))
+        self.h_cross = torch.as_tensor(np.asarray(ts.h_cross))
+
+    def __len__(self) -> int:
+        return self.h_plus.shape[0]
+
+
+class Simulator(torch.nn.Module):
+    """Whitened noisy detector strain from compressed waveforms and extrinsic prior draws.
+
+    Parameters
+    ----------
+    V : (n_bins, K) complex ndarray
+        Reduced basis.
+    asd_reference : (n_bins,) ndarray
+        ASD the training-set waveforms were whitened with.
+    asds : (n_det, n_bins) ndarray
+        ASDs of the detectors [1/sqrt(Hz)].
+    frequencies : (n_bins,) ndarray
+        [Hz]
+    detectors : list of str
+    trigger_time : float
+        GPS [s]; ``geocent_time`` in the prior is relative to it.
+    priors : bilby PriorDict
+        Extrinsic parameters are drawn from it.
+    reference_distance : float
+        Distance [Mpc] of the stored waveforms.
+    dtype : torch.dtype
+        Working real dtype (float32 for training).
+    """
+
+    def __init__(self, V, asd_reference, asds, frequencies, detectors, trigger_time, priors, reference_distance, dtype=torch.float32):
+        super().__init__()
+        cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+        self.register_buffer("VH", torch.as_tensor(np.ascontiguousarray(np.asarray(V).conj().T)).to(cdtype))
+        self.register_buffer("ratio", torch.as_tensor(np.asarray(asd_reference)[None, :] / np.asarray(asds)).to(dtype))
+        self.register_buffer("frequencies", torch.as_tensor(np.asarray(frequencies), dtype=torch.float64))
+        self.network = DetectorNetwork(list(detectors), reference_time=float(trigger_time), dtype=dtype)
+        self.priors = priors
+        self.reference_distance = float(reference_distance)
+        self.extrinsic_keys = [k for k in sampled_keys(priors) if k in EXTRINSIC]
+        fixed = fixed_parameters(priors)
+        self.fixed_extrinsic = {k: fixed[k] for k in EXTRINSIC if k in fixed}
+        self.n_detectors = len(detectors)
+        self.dtype_ = dtype
+
+    def draw_extrinsic(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Extrinsic parameters (physical units) by inverse-CDF of the prior; deterministic from ``generator``."""
+        u = torch.rand(len(self.extrinsic_keys), n, generator=generator, dtype=torch.float64).numpy()
+        out = {k: torch.as_tensor(np.asarray(self.priors[k].rescale(u[i]), dtype=float)) for i, k in enumerate(self.extrinsic_keys)}
+        for k, v in self.fixed_extrinsic.items():
+            out[k] = torch.full((n,), v, dtype=torch.float64)
+        return out
+
+    def signal(self, c_plus: torch.Tensor, c_cross: torch.Tensor, extrinsic: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Whitened detector signals (B, n_det, n_bins), noise-free."""
+        dev = self.VH.device
+        hp = c_plus.to(dev, self.VH.dtype) @ self.VH
+        hc = c_cross.to(dev, self.VH.dtype) @ self.VH
+        e = {k: v.to(dev) for k, v in extrinsic.items()}
+        resp = self.network.project(hp, hc, self.frequencies, e["ra"], e["dec"], e["psi"], e["geocent_time"])
+        scale = (self.reference_distance / e["luminosity_distance"]).to(self.ratio.dtype)
+        return resp * (self.ratio[None] * scale[:, None, None])
+
+    def noise(self, shape, generator: torch.Generator) -> torch.Tensor:
+        """White complex Gaussian noise, unit variance per real component (drawn on the CPU generator)."""
+        n = torch.randn(*shape, 2, generator=generator, dtype=self.ratio.dtype)
+        return torch.complex(n[..., 0], n[..., 1]).to(self.VH.device)
+
+    def batch(self, data: TrainingData, index: torch.Tensor, parameter_names: list[str], generator: torch.Generator):
+        """Parameters (B, D) in ``parameter_names`` order and noisy whitened strain (B, n_det, n_bins)."""
+        ext = self.draw_extrinsic(len(index), generator)
+        d = self.signal(data.h_plus[index], data.h_cross[index], ext)
+        d = d + self.noise(d.shape, generator)
+        theta = torch.stack([ext[k] if k in ext else data.parameters[k][index] for k in parameter_names], dim=1)
+        return theta.to(self.VH.device, self.ratio.dtype), d

@@ -1,0 +1,290 @@
+"""Draw posterior samples for detector strain with a trained NPE model.
+
+Strain enters as frequency-domain arrays on the model's band (phase origin at the
+segment start, as an FFT of the segment gives) or as time-domain files; PSDs as
+gwnpe PSD files or arrays. Samples outside the prior support are rejected and
+redrawn. The output is a bilby Result (``bilby.core.result.read_in_result``
+opens it) with parameters in physical units, ``geocent_time`` in GPS seconds,
+derived masses, and timing in ``meta_data``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import to_trigger_origin
+from ..domain import FrequencyDomain
+from ..errors import GwnpeError
+from ..psd import whiten
+
+logger = logging.getLogger(__name__)
+
+
+class InferenceError(GwnpeError):
+    """Strain, PSD or model do not fit together."""
+
+
+def model_domain(model) -> FrequencyDomain:
+    d = model.settings["domain"]
+    return FrequencyDomain(float(d["f_min"]), float(d["f_max"]), float(d["duration"]), float(d["sampling_frequency"]))
+
+
+def model_priors(model):
+    """bilby priors the model was trained with (``geocent_time`` relative to the trigger)."""
+    import tempfile
+
+    from ..priors import load_priors
+
+    with tempfile.NamedTemporaryFile("w", suffix=".prior", delete=False) as f:
+        f.write(model.settings["prior_file"])
+    try:
+        return load_priors(f.name)
+    finally:
+        os.unlink(f.name)
+
+
+def _check_inputs(model, strain: dict, psds: dict) -> None:
+    ifos = model.settings["detectors"]
+    n_bins = model.settings["n_bins"]
+    for what, given in (("strain", strain), ("PSD", psds)):
+        if sorted(given) != sorted(ifos):
+            raise InferenceError(
+                f"the model was trained for detectors {ifos}, but {what} was given for {sorted(given)}; "
+                "give exactly the model's detectors."
+            )
+    for ifo in ifos:
+        for what, arr in (("strain", strain[ifo]), ("PSD", psds[ifo])):
+            arr = np.asarray(arr)
+            if arr.shape != (n_bins,):
+                raise InferenceError(
+                    f"{what} of {ifo} has shape {arr.shape}, but the model's frequency grid has {n_bins} bins "
+                    f"({model.settings['domain']['f_min']}-{model.settings['domain']['f_max']} Hz at "
+                    f"1/{model.settings['domain']['duration']} Hz); the data are on another grid."
+                )
+            if not np.all(np.isfinite(arr)):
+                raise InferenceError(f"{what} of {ifo} has {np.sum(~np.isfinite(arr))} non-finite (NaN/inf) bins.")
+        if np.any(np.asarray(psds[ifo]) <= 0):
+            raise InferenceError(f"PSD of {ifo} has zero or negative bins inside the band.")
+
+
+def whitened_strain(model, strain: dict, psds: dict, start_time: float | None) -> np.ndarray:
+    """(n_det, n_bins) whitened strain with its phase origin moved to the trigger time."""
+    _check_inputs(model, strain, psds)
+    dom = model_domain(model)
+    out = []
+    for ifo in model.settings["detectors"]:
+        s = np.asarray(strain[ifo], dtype=complex)
+        if start_time is not None:
+            s = to_trigger_origin(s, dom.frequencies, model.settings["trigger_time"], start_time)
+        out.append(whiten(s, np.sqrt(np.asarray(psds[ifo], float)), dom.delta_f))
+    return np.stack(out)
+
+
+@torch.no_grad()
+def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | None = None, max_rounds: int = 20,
+                    batch_events: int = 16, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """n in-prior samples for each of E events of whitened strain ``d`` (E, n_det, n_bins).
+
+    Returns
+    -------
+    theta : (E, n, D) ndarray in physical units (``geocent_time`` relative to the trigger)
+    log_q : (E, n) ndarray, the flow density of each sample
+    """
+    priors = model_priors(model)
+    names = model.parameter_names
+    d = torch.as_tensor(np.asarray(d) if not isinstance(d, torch.Tensor) else d)
+    if d.ndim == 2:
+        d = d[None]
+    d = d.to(device, torch.complex64)
+    model = model.to(device).eval()
+    if seed is not None:
+        torch.manual_seed(seed)
+    E = d.shape[0]
+    theta_out = np.empty((E, n, len(names)))
+    logq_out = np.empty((E, n))
+    for e0 in range(0, E, batch_events):
+        de = d[e0 : e0 + batch_events]
+        have = [[] for _ in range(len(de))]
+        counts = np.zeros(len(de), int)
+        for _ in range(max_rounds):
+            need = n - counts.min()
+            if need <= 0:
+                break
+            th, lq = model.sample_and_log_prob(de, int(need * 1.1) + 16)
+            th, lq = th.double().cpu().numpy(), lq.double().cpu().numpy()
+            for j in range(len(de)):
+                if counts[j] >= n:
+                    continue
+                ok = np.isfinite(priors.ln_prob({k: th[j, :, i] for i, k in enumerate(names)}, axis=0))
+                have[j].append((th[j][ok], lq[j][ok]))
+                counts[j] += ok.sum()
+        if counts.min() < n:
+            raise InferenceError(
+                f"fewer than {n} of the flow's samples fell inside the prior after {max_rounds} rounds "
+                f"(min {counts.min()}); the data are probably far from what the model was trained for."
+            )
+        for j in range(len(de)):
+            theta_out[e0 + j] = np.concatenate([h[0] for h in have[j]])[:n]
+            logq_out[e0 + j] = np.concatenate([h[1] for h in have[j]])[:n]
+    return theta_out, logq_out
+
+
+def sample_posterior(model, strain: dict, psds: dict, n: int, start_time: float | None = None,
+                     seed: int | None = None, device="cpu") -> dict:
+    """Posterior samples for one event.
+
+    Parameters
+    ----------
+    model : NPEModel
+    strain : dict ifo -> (n_bins,) complex
+        Frequency-domain strain [1/Hz] on the model's band.
+    psds : dict ifo -> (n_bins,) float
+        One-sided PSDs [1/Hz] on the same bins.
+    n : int
+        Number of samples.
+    start_time : float, optional
+        GPS time [s] that the strain's phase refers to (the segment start for an FFT of the
+        segment); None when it already refers to the trigger time.
+
+    Returns
+    -------
+    dict with ``samples`` (dict of arrays incl. derived masses, ``geocent_time`` in GPS s),
+    ``log_q`` and ``sampling_time`` [s].
+    """
+    t0 = time.perf_counter()
+    d = whitened_strain(model, strain, psds, start_time)
+    theta, logq = sample_whitened(model, d, n, seed=seed, device=device)
+    samples = to_physical(model, theta[0])
+    return {"samples": samples, "log_q": logq[0], "sampling_time": time.perf_counter() - t0}
+
+
+def to_physical(model, theta: np.ndarray) -> dict:
+    """Samples (n, D) -> dict with GPS ``geocent_time`` and derived mass parameters."""
+    from bilby.gw.conversion import generate_mass_parameters
+
+    samples = {k: theta[:, i] for i, k in enumerate(model.parameter_names)}
+    if "geocent_time" in samples:
+        samples["geocent_time"] = samples["geocent_time"] + model.settings["trigger_time"]
+    return generate_mass_parameters(dict(samples))
+
+
+def save_result(path, model, samples: dict, log_q: np.ndarray, sampling_time: float, label: str = "gwnpe",
+                injection_parameters: dict | None = None, meta_data: dict | None = None) -> None:
+    """Write a bilby Result file (HDF5 or JSON by extension), atomically."""
+    import bilby
+    import pandas as pd
+
+    from ..priors import to_absolute_time
+
+    path = Path(path)
+    priors = to_absolute_time(model_priors(model), model.settings["trigger_time"])
+    posterior = pd.DataFrame({k: np.asarray(v) for k, v in samples.items()})
+    posterior["log_q"] = log_q
+    result = bilby.core.result.Result(
+        label=label,
+        outdir=str(path.parent),
+        sampler="gwnpe",
+        search_parameter_keys=list(model.parameter_names),
+        priors=priors,
+        posterior=posterior,
+        injection_parameters=injection_parameters,
+        meta_data={"gwnpe": {"model_provenance": model.provenance, "trigger_time": model.settings["trigger_time"],
+                             "detectors": model.settings["detectors"], **(meta_data or {})}},
+        sampling_time=sampling_time,
+    )
+    ext = path.suffix.lstrip(".") or "hdf5"
+    if ext not in ("hdf5", "json"):
+        raise InferenceError(f"output '{path}' must end in .hdf5 or .json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        result.save_to_file(filename=str(tmp), extension=ext, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- strain files -----------------------------------------------------------------------------
+
+def write_fd_strain(path, frequencies, strain: dict, start_time: float, trigger_time: float, prov: dict | None = None,
+                    injection_parameters: dict | None = None) -> None:
+    """gwnpe frequency-domain strain file: ``frequencies`` and ``strain/<ifo>`` (complex, phase origin start_time)."""
+    import json
+
+    import h5py
+
+    from .. import provenance
+
+    with provenance.atomic_output(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.create_dataset("frequencies", data=np.asarray(frequencies), track_times=False)
+            g = f.create_group("strain", track_order=True)
+            for ifo, s in strain.items():
+                g.create_dataset(ifo, data=np.asarray(s, complex), track_times=False)
+            f.attrs["start_time"] = float(start_time)
+            f.attrs["trigger_time"] = float(trigger_time)
+            if injection_parameters is not None:
+                f.attrs["injection_parameters"] = json.dumps({k: float(v) for k, v in injection_parameters.items()})
+            if prov is not None:
+                provenance.write_h5(f, prov)
+
+
+def read_fd_strain(path) -> dict:
+    """Read a file written by :func:`write_fd_strain`."""
+    import json
+
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise InferenceError(f"strain file '{path}' does not exist.")
+    try:
+        with h5py.File(path, "r") as f:
+            out = {
+                "frequencies": f["frequencies"][...],
+                "strain": {k: v[...] for k, v in f["strain"].items()},
+                "start_time": float(f.attrs["start_time"]),
+                "trigger_time": float(f.attrs["trigger_time"]),
+            }
+            if "injection_parameters" in f.attrs:
+                out["injection_parameters"] = json.loads(f.attrs["injection_parameters"])
+            return out
+    except (OSError, KeyError) as exc:
+        raise InferenceError(f"strain file '{path}' is not a gwnpe frequency-domain strain file ({exc}).") from exc
+
+
+def strain_from_time_domain(model, paths: dict, channels: dict | None = None, roll_off: float = 0.2):
+    """FD strain on the model's band from time-domain files of the analysed segment.
+
+    The segment (bilby convention: ``duration`` s ending ``post_trigger_duration`` s after the
+    trigger) is Tukey-windowed (``roll_off`` s each side, as bilby) and FFT'd. Returns
+    (strain dict, start_time, window_factor); multiply PSDs by the window factor, as bilby does.
+    """
+    from scipy.signal.windows import tukey
+
+    from ..strain import read_strain
+
+    dom = model_domain(model)
+    dset = model.settings["domain"]
+    start = model.settings["trigger_time"] + dset["post_trigger_duration"] - dset["duration"]
+    end = start + dset["duration"]
+    out, k0, k1 = {}, *dom.index_range
+    n = int(round(dom.duration * dom.sampling_frequency))
+    window = tukey(n, alpha=2 * roll_off / dom.duration)
+    for ifo, p in paths.items():
+        t0, dt, data = read_strain(p, ifo, start, end, channel=(channels or {}).get(ifo))
+        if abs(1.0 / dt - dom.sampling_frequency) > 1e-6:
+            raise InferenceError(
+                f"strain file '{p}' of {ifo} is sampled at {1 / dt:g} Hz, the model at {dom.sampling_frequency:g} Hz; "
+                "resample the data first."
+            )
+        if len(data) != n:
+            raise InferenceError(f"strain file '{p}' of {ifo} gives {len(data)} samples of the segment, expected {n}.")
+        out[ifo] = (np.fft.rfft(data * window) * dt)[k0:k1]
+    return out, start, float(np.mean(window**2))

@@ -1,0 +1,32 @@
+rule train:
+    """Train the embedding + spline flow on data made on the fly; resumes from its checkpoint when rerun."""
+    input:
+        training_set=results("training_set/training_set.h5"),
+        basis=results("svd/basis.h5"),
+        psds=get_psd_files(),
+        priors=get_prior_file,
+    output:
+        model=results("model/model.pt"),
+        history=results("model/history.csv"),
+        plot=report(
+            results("model/loss.png"),
+            caption="../report/loss.rst",
+            category="Training",
+        ),
+    params:
+        settings=section("seed", "detectors", "trigger_time", "priors", "domain", "waveform", "model", "training"),
+        checkpoint=results("model/checkpoint.pt"),
+        code=code_version(
+            "gwnpe.training.trainer", "gwnpe.nn.model", "gwnpe.nn.embedding", "gwnpe.data", "gwnpe.detectors", "gwnpe.svd"
+        ),
+    log:
+        logs("train.log"),
+    benchmark:
+        benchmarks("train.tsv")
+    threads: 2
+    resources:
+        gpu=0,
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/train.py"
