@@ -71,28 +71,46 @@ class WaveformGenerator:
             out[key] = np.broadcast_to(np.asarray(conv[key], float), (n,)).copy()
         return out
 
-    def polarizations(self, lal_params: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """One waveform from LAL parameters; raises :class:`WaveformFailure` with LAL's reason."""
-        import lal
+    def _call_lal(self, lal_params: dict[str, float]) -> dict:
         from bilby.gw.source import lal_binary_black_hole
 
-        lal.swig_redirect_standard_output_error(True)
-        k0, k1 = self.domain.index_range
+        return lal_binary_black_hole(
+            self.domain.full_frequencies,
+            luminosity_distance=self.reference_distance,
+            **{k: float(lal_params[k]) for k in LAL_ARGS},
+            waveform_approximant=self.approximant,
+            reference_frequency=self.reference_frequency,
+            minimum_frequency=self.domain.f_min,
+            maximum_frequency=self.domain.f_max,
+            catch_waveform_errors=False,
+        )
+
+    def _lal_reason(self, lal_params: dict[str, float]) -> str:
+        """Re-run a refused call with LAL's stdio redirected, to capture its error messages.
+
+        Redirection costs ~20x the waveform itself (temporary files per call), so it is
+        switched on only to explain a failure.
+        """
+        import lal
+
         buf = io.StringIO()
+        previous = lal.swig_redirect_standard_output_error(True)
         try:
             with contextlib.redirect_stderr(buf):
-                pol = lal_binary_black_hole(
-                    self.domain.full_frequencies,
-                    luminosity_distance=self.reference_distance,
-                    **{k: float(lal_params[k]) for k in LAL_ARGS},
-                    waveform_approximant=self.approximant,
-                    reference_frequency=self.reference_frequency,
-                    minimum_frequency=self.domain.f_min,
-                    maximum_frequency=self.domain.f_max,
-                    catch_waveform_errors=False,
-                )
+                self._call_lal(lal_params)
+        except Exception:  # noqa: BLE001 - we only want the message
+            pass
+        finally:
+            lal.swig_redirect_standard_output_error(previous)
+        return " | ".join(line for line in buf.getvalue().splitlines() if line.strip())
+
+    def polarizations(self, lal_params: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """One waveform from LAL parameters; raises :class:`WaveformFailure` with LAL's reason."""
+        k0, k1 = self.domain.index_range
+        try:
+            pol = self._call_lal(lal_params)
         except Exception as exc:  # LAL raises RuntimeError/ValueError with a generic text
-            detail = " | ".join(line for line in buf.getvalue().splitlines() if line.strip())
+            detail = self._lal_reason(lal_params)
             raise WaveformFailure(f"{type(exc).__name__}: {exc}" + (f" [LAL: {detail}]" if detail else "")) from None
         if pol is None:
             raise WaveformFailure("LAL returned no waveform")

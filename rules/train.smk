@@ -24,8 +24,6 @@ rule train:
     benchmark:
         benchmarks("train.tsv")
     threads: 2
-    resources:
-        gpu=0,
     conda:
         "../envs/gwnpe.yaml"
     script:
