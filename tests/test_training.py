@@ -264,7 +264,7 @@ def test_time_domain_strain_files_through_the_cli(trained, tiny_products, tmp_pa
         capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     r = bilby.core.result.read_in_result(str(tmp_path / "post.hdf5"))
-    assert len(r.posterior) == 500 and r.sampling_time > 0
+    assert len(r.posterior) == 500 and r.sampling_time.total_seconds() > 0  # bilby reads it back as a timedelta
     # wrong sampling rate is named
     bad = tmp_path / "bad.hdf5"
     with h5py.File(bad, "w") as f:
