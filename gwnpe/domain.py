@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -31,7 +32,7 @@ class FrequencyDomain:
     def delta_f(self) -> float:
         return 1.0 / self.duration
 
-    @property
+    @functools.cached_property
     def full_frequencies(self) -> np.ndarray:
         """Grid 0 .. sampling_frequency / 2 [Hz] (bilby's ``frequency_array``)."""
         n = int(round(self.duration * self.sampling_frequency)) // 2 + 1

@@ -208,9 +208,9 @@ def generate_chunk(task: ChunkTask) -> dict:
     except WaveformError as exc:
         meta["error"] = str(exc)
         return meta
-    cp = basis.compress(hp).astype(np.complex64)
+    cp = basis.compress(hp, dtype=np.complex64)
     del hp
-    cc = basis.compress(hc).astype(np.complex64)
+    cc = basis.compress(hc, dtype=np.complex64)
     del hc
     tmp = task.path.with_name(f".{task.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
