@@ -57,7 +57,7 @@ def main() -> None:
     cfg = load_config(args.config)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="gwnpe-bench-"))
     t0 = time.perf_counter()
-    p = build_products(cfg, work, bank_size=1000, training_size=8192, threads=args.threads)
+    p = build_products(cfg, work, bank_size=4000, training_size=8192, threads=args.threads)
     print(f"# products ({cfg['run']} config, reduced sizes) ready in {time.perf_counter() - t0:.0f} s under {work}")
     dom = build_domain(cfg)
     basis = load_basis(p["basis"])

@@ -16,6 +16,7 @@ segment start are rotated with :func:`to_trigger_origin` before inference.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,12 @@ class Simulator(torch.nn.Module):
     def __init__(self, V, asd_reference, asds, frequencies, detectors, trigger_time, priors, reference_distance, dtype=torch.float32):
         super().__init__()
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
-        self.register_buffer("VH", torch.as_tensor(np.ascontiguousarray(np.asarray(V).conj().T)).to(cdtype))
-        self.register_buffer("ratio", torch.as_tensor(np.asarray(asd_reference)[None, :] / np.asarray(asds)).to(dtype))
+        VH = np.asarray(V).conj().T  # (K, n_bins)
+        ratio = np.asarray(asd_reference)[None, :] / np.asarray(asds)  # re-whitening, reference -> detector
+        self.register_buffer("VH", torch.as_tensor(np.ascontiguousarray(VH)).to(cdtype))
+        self.register_buffer("ratio", torch.as_tensor(ratio).to(dtype))
+        # per-detector expansion with the re-whitening folded in: (n_det, K, n_bins)
+        self.register_buffer("VH_det", torch.as_tensor(np.ascontiguousarray(VH[None] * ratio[:, None, :])).to(cdtype))
         self.register_buffer("frequencies", torch.as_tensor(np.asarray(frequencies), dtype=torch.float64))
         self.network = DetectorNetwork(list(detectors), reference_time=float(trigger_time), dtype=dtype)
         self.priors = priors
@@ -106,19 +111,28 @@ class Simulator(torch.nn.Module):
         return out
 
     def signal(self, c_plus: torch.Tensor, c_cross: torch.Tensor, extrinsic: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Whitened detector signals (B, n_det, n_bins), noise-free."""
+        """Whitened detector signals (B, n_det, n_bins), noise-free.
+
+        Mathematically ``project(c+ V^H, cx V^H) * ratio * d_ref / d_L``, computed in the
+        cheapest exact order: antenna patterns and distance are combined with the K
+        coefficients, one matmul per detector expands them with the re-whitening folded into
+        the basis, and the time shift is one phasor product per bin.
+        """
         dev = self.VH.device
-        hp = c_plus.to(dev, self.VH.dtype) @ self.VH
-        hc = c_cross.to(dev, self.VH.dtype) @ self.VH
         e = {k: v.to(dev) for k, v in extrinsic.items()}
-        resp = self.network.project(hp, hc, self.frequencies, e["ra"], e["dec"], e["psi"], e["geocent_time"])
-        scale = (self.reference_distance / e["luminosity_distance"]).to(self.ratio.dtype)
-        return resp * (self.ratio[None] * scale[:, None, None])
+        fp, fc = self.network.antenna_patterns(e["ra"], e["dec"], e["psi"], e["geocent_time"])  # (B, n_det)
+        scale = (self.reference_distance / e["luminosity_distance"]).to(self.ratio.dtype)[:, None, None]
+        cp = c_plus.to(dev, self.VH.dtype)[:, None, :]
+        cc = c_cross.to(dev, self.VH.dtype)[:, None, :]
+        coeff = (fp.to(self.ratio.dtype)[..., None] * scale) * cp + (fc.to(self.ratio.dtype)[..., None] * scale) * cc
+        strain = torch.einsum("bdk,dkn->bdn", coeff, self.VH_det)
+        return strain * self.network.time_shift_phasor(self.frequencies, e["ra"], e["dec"], e["geocent_time"])
 
     def noise(self, shape, generator: torch.Generator) -> torch.Tensor:
         """White complex Gaussian noise, unit variance per real component (drawn on the CPU generator)."""
-        n = torch.randn(*shape, 2, generator=generator, dtype=self.ratio.dtype)
-        return torch.complex(n[..., 0], n[..., 1]).to(self.VH.device)
+        cdtype = torch.complex64 if self.ratio.dtype == torch.float32 else torch.complex128
+        n = torch.randn(*shape, generator=generator, dtype=cdtype)  # variance 1/2 per real component
+        return n.mul_(math.sqrt(2.0)).to(self.VH.device)
 
     def batch(self, data: TrainingData, index: torch.Tensor, parameter_names: list[str], generator: torch.Generator):
         """Parameters (B, D) in ``parameter_names`` order and noisy whitened strain (B, n_det, n_bins)."""
