@@ -22,9 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG)
-	@if $(BIN)/snakemake --configfile $(CONFIG) --list-target-rules 2>/dev/null | grep -qx report; then \
-		$(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG) --report results/$(RUN)/report.html; \
-	fi
+	$(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG) --report results/$(RUN)/report.html
 
 test: install
 	$(BIN)/python -m pytest tests

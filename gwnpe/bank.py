@@ -75,23 +75,15 @@ def run_bank_stage(settings: dict, out_path: str | Path, progress: bool = True) 
 
 def load_bank(path: str | Path) -> dict:
     """Read ``bank.h5`` into a dict: parameters, frequencies, h_plus, h_cross, failures, delta_f."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise GwnpeError(f"bank file '{path}' does not exist; run the bank stage first.")
-    try:
-        with h5py.File(path, "r") as f:
-            return {
-                "parameters": {k: v[...] for k, v in f["parameters"].items()},
-                "frequencies": f["frequencies"][...],
-                "h_plus": f["h_plus"][...],
-                "h_cross": f["h_cross"][...],
-                "failures": json.loads(f.attrs["failures"]),
-                "delta_f": float(f.attrs["delta_f"]),
-            }
-    except (OSError, KeyError) as exc:
-        raise GwnpeError(f"bank file '{path}' is unreadable or incomplete ({exc}); delete it and rerun the bank stage.") from exc
+    with provenance.open_stage_output(path, "bank file", "bank", GwnpeError) as f:
+        return {
+            "parameters": {k: v[...] for k, v in f["parameters"].items()},
+            "frequencies": f["frequencies"][...],
+            "h_plus": f["h_plus"][...],
+            "h_cross": f["h_cross"][...],
+            "failures": json.loads(f.attrs["failures"]),
+            "delta_f": float(f.attrs["delta_f"]),
+        }
 
 
 __all__ = ["bank_settings", "run_bank_stage", "load_bank", "WaveformError"]

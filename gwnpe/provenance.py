@@ -179,3 +179,19 @@ def atomic_output(path: str | Path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def open_stage_output(path: str | Path, what: str, stage: str, error: type[Exception]):
+    """Open a stage's HDF5 output for reading; a missing, unreadable or incomplete file raises
+    ``error`` naming the file and the stage to (re)run."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} '{path}' does not exist; run the {stage} stage first.")
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except (OSError, KeyError) as exc:
+        raise error(f"{what} '{path}' is unreadable or incomplete ({exc}); delete it and rerun the {stage} stage.") from exc

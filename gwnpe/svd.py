@@ -72,21 +72,15 @@ class ReducedBasis:
 
 def load_basis(path: str | Path) -> ReducedBasis:
     """Read a basis written by the svd stage (``basis.h5``)."""
-    import h5py
+    from .provenance import open_stage_output
 
-    path = Path(path)
-    if not path.is_file():
-        raise BasisError(f"basis file '{path}' does not exist; run the svd stage first.")
-    try:
-        with h5py.File(path, "r") as f:
-            return ReducedBasis(
-                V=f["V"][...],
-                asd_reference=f["asd_reference"][...],
-                frequencies=f["frequencies"][...],
-                delta_f=float(f.attrs["delta_f"]),
-            )
-    except (OSError, KeyError) as exc:
-        raise BasisError(f"basis file '{path}' is unreadable or incomplete ({exc}); delete it and rerun the svd stage.") from exc
+    with open_stage_output(path, "basis file", "svd", BasisError) as f:
+        return ReducedBasis(
+            V=f["V"][...],
+            asd_reference=f["asd_reference"][...],
+            frequencies=f["frequencies"][...],
+            delta_f=float(f.attrs["delta_f"]),
+        )
 
 
 #: Light-travel time from the geocentre to a detector on the Earth's surface [s].

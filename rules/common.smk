@@ -5,6 +5,7 @@ from snakemake.exceptions import WorkflowError
 
 import gwnpe.config
 from gwnpe.errors import GwnpeError
+from gwnpe.injections import injection_count
 from gwnpe.provenance import code_hash
 
 # Validate once at load time: a wrong key, type or range stops here, before any job.
@@ -60,6 +61,29 @@ def get_prior_file(wildcards=None):
     return config["priors"]
 
 
+N_INJECTIONS = injection_count(config)
+
+
+def get_injection_file(wildcards=None):
+    """A user injection file is an input, so a missing one is named before any job runs."""
+    return [config["injections"]["file"]] if config["injections"]["file"] else []
+
+
+def get_posterior_files(wildcards=None):
+    return expand(results("posteriors/injection_{i}.hdf5"), i=range(N_INJECTIONS))
+
+
+def get_corner_plots(wildcards=None):
+    return expand(results("posteriors/corner_{i}.png"), i=range(min(config["injections"]["corner"], N_INJECTIONS)))
+
+
+TIMED_STAGES = ("bank", "svd", "training_set", "train", "injections", "posteriors", "pp")
+
+
+def get_timed_benchmarks(wildcards=None):
+    return [*expand(benchmarks("psd/{ifo}.tsv"), ifo=IFOS), *[benchmarks(f"{s}.tsv") for s in TIMED_STAGES]]
+
+
 def get_final_output():
     return [
         *get_psd_files(),
@@ -71,4 +95,11 @@ def get_final_output():
         results("model/model.pt"),
         results("model/history.csv"),
         results("model/loss.png"),
+        results("injections/injections.h5"),
+        results("pp/pp.json"),
+        results("pp/pp.png"),
+        results("pp/pvalues.csv"),
+        *get_corner_plots(),
+        results("report/timings.csv"),
+        results("report/provenance.csv"),
     ]

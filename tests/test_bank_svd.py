@@ -125,3 +125,14 @@ def test_basis_is_deterministic(built, tmp_path):
     cfg, d, psds, _ = built
     run_svd_stage(svd_settings(cfg), d / "bank.h5", psds, tmp_path / "b.h5", None, threads=1)
     np.testing.assert_array_equal(load_basis(tmp_path / "b.h5").V, load_basis(d / "basis.h5").V)
+
+
+def test_missing_or_corrupt_stage_outputs_name_the_stage(tmp_path):
+    from gwnpe.errors import GwnpeError
+
+    with pytest.raises(GwnpeError, match="run the bank stage"):
+        load_bank(tmp_path / "bank.h5")
+    corrupt = tmp_path / "basis.h5"
+    corrupt.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(BasisError, match="rerun the svd stage"):
+        load_basis(corrupt)

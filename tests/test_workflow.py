@@ -165,3 +165,13 @@ def test_nan_strain_fails_the_psd_stage_and_leaves_no_psd(tmp_path):
     assert "H1.hdf5" in log
     assert not (wd / "results/tiny/psd/H1_psd.txt").exists()
     assert (wd / "results/tiny/psd/L1_psd.txt").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["config.yaml", "production.yaml"])
+def test_shipped_configs_build_their_dag(name):
+    """`snakemake -n` resolves the whole DAG of the laptop default and of the production config."""
+    res = subprocess.run([SNAKEMAKE, "-n", "--forceall", "--configfile", f"config/{name}", "--directory", str(REPO)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "pp" in res.stdout and "train" in res.stdout

@@ -1,0 +1,64 @@
+rule injections:
+    """Injection parameters from the prior (or a file); strain = signal + Gaussian noise from the run's PSDs."""
+    input:
+        psds=get_psd_files(),
+        priors=get_prior_file,
+        file=get_injection_file,
+    output:
+        injections=results("injections/injections.h5"),
+    params:
+        settings=section("seed", "detectors", "trigger_time", "priors", "domain", "waveform", "injections"),
+        code=code_version("gwnpe.injections", "gwnpe.waveforms", "gwnpe.detectors", "gwnpe.priors", "gwnpe.provenance"),
+    log:
+        logs("injections.log"),
+    benchmark:
+        benchmarks("injections.tsv")
+    threads: 1
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/injections.py"
+
+
+rule posteriors:
+    """NPE posteriors of every injection, sampled in batches; bilby Result files."""
+    input:
+        model=results("model/model.pt"),
+        injections=results("injections/injections.h5"),
+    output:
+        posteriors=get_posterior_files(),
+    params:
+        n_samples=config["injections"]["n_samples"],
+        batch_events=config["injections"]["batch_events"],
+        seed=config["seed"],
+        code=code_version("gwnpe.injections", "gwnpe.inference.sampling", "gwnpe.nn.model"),
+    log:
+        logs("posteriors.log"),
+    benchmark:
+        benchmarks("posteriors.tsv")
+    threads: 2
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/posteriors.py"
+
+
+rule corner:
+    """Corner plot of one injection's posterior with the truth marked."""
+    input:
+        posterior=results("posteriors/injection_{i}.hdf5"),
+    output:
+        plot=report(
+            results("posteriors/corner_{i}.png"),
+            caption="../report/corner.rst",
+            category="Posteriors",
+            labels={"injection": "{i}"},
+        ),
+    log:
+        logs("corner/{i}.log"),
+    benchmark:
+        benchmarks("corner/{i}.tsv")
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/corner.py"

@@ -1,0 +1,50 @@
+rule pp:
+    """PP-test: credible levels of the true values, KS p-values, Fisher's combined p-value."""
+    input:
+        posteriors=get_posterior_files(),
+    output:
+        json=results("pp/pp.json"),
+        plot=report(results("pp/pp.png"), caption="../report/pp.rst", category="Calibration"),
+        table=report(results("pp/pvalues.csv"), caption="../report/pvalues.rst", category="Calibration"),
+    params:
+        code=code_version("gwnpe.diagnostics.pp"),
+    log:
+        logs("pp.log"),
+    benchmark:
+        benchmarks("pp.tsv")
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/pp.py"
+
+
+rule timings:
+    """Table of per-stage wall times (Snakemake benchmarks) and NPE inference time per event."""
+    input:
+        benchmarks=get_timed_benchmarks,
+        pp=results("pp/pp.json"),
+        history=results("model/history.csv"),
+    output:
+        table=report(results("report/timings.csv"), caption="../report/timings.rst", category="Timing"),
+    log:
+        logs("timings.log"),
+    benchmark:
+        benchmarks("timings.tsv")
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/timings.py"
+
+
+rule provenance:
+    """Config, package versions and gwnpe's git commit, for the report."""
+    output:
+        table=report(results("report/provenance.csv"), caption="../report/provenance.rst", category="Provenance"),
+    params:
+        config=config,
+    log:
+        logs("provenance.log"),
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/provenance.py"
