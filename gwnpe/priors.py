@@ -158,6 +158,11 @@ def draw(priors, keys: list[str], n: int, rng: np.random.Generator, max_rounds: 
     deterministic function of the generator state.
     """
     fixed = fixed_parameters(priors)
+    # Constraint priors in GW prior files bear on masses and spins; a draw of other (extrinsic)
+    # parameters alone cannot violate them and lacks what bilby's conversion needs to evaluate them.
+    constrained = any(_is_constraint(p) for p in priors.values()) and any(
+        k in MASS_PARAMETERS + SPIN_PARAMETERS for k in keys
+    )
     out = {k: np.empty(0) for k in keys}
     have = 0
     for _ in range(max_rounds):
@@ -165,7 +170,7 @@ def draw(priors, keys: list[str], n: int, rng: np.random.Generator, max_rounds: 
         u = rng.random((len(keys), m))
         cand = {k: np.asarray(priors[k].rescale(u[i]), dtype=float) for i, k in enumerate(keys)}
         full = {**{k: np.full(m, v) for k, v in fixed.items()}, **cand}
-        ok = np.asarray(priors.evaluate_constraints(full), dtype=bool)
+        ok = np.asarray(priors.evaluate_constraints(full), dtype=bool) if constrained else np.ones(m, bool)
         ok = np.broadcast_to(ok, (m,))
         for k in keys:
             out[k] = np.concatenate([out[k], cand[k][ok]])

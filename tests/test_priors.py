@@ -99,3 +99,9 @@ def test_absolute_time_shift():
     shifted = to_absolute_time(priors, 1e9)
     assert shifted["geocent_time"].minimum == pytest.approx(1e9 - 0.1)
     assert priors["geocent_time"].minimum == pytest.approx(-0.1)
+
+
+def test_extrinsic_only_draws_ignore_mass_constraints():
+    priors = load_priors(REPO / "config/priors/precessing.prior", approximant="IMRPhenomPv2")
+    s = draw(priors, ["ra", "dec", "psi", "luminosity_distance"], 500, np.random.default_rng(0))
+    assert len(s["ra"]) == 500 and s["luminosity_distance"].max() <= 1000
