@@ -95,8 +95,9 @@ def run_pp_stage(posterior_paths: list, out_json, out_plot, out_table=None, prio
         w90 = np.array([np.subtract(*np.percentile(r.posterior[k].values, [95, 5])) for r in results])
         prior_width = float(priors[k].maximum - priors[k].minimum) if hasattr(priors[k], "maximum") else float("nan")
         widths[k] = {"median_90_width": float(np.median(w90)), "prior_width": prior_width}
-    times = np.array([float(r.meta_data.get("gwnpe", {}).get("sampling_time_per_event", np.nan)) for r in results])
-    out = {**res, "widths": widths, "sampling_time_per_event": float(np.nanmedian(times))}
+    times = [r.meta_data.get("gwnpe", {}).get("sampling_time_per_event") for r in (results if isinstance(results[0].meta_data, dict) else [])]
+    times = [float(t) for t in times if t is not None]
+    out = {**res, "widths": widths, "sampling_time_per_event": float(np.median(times)) if times else None}
     logger.info("PP-test over %d injections: combined p = %.3g; %s", res["n_injections"], res["combined_pvalue"],
                 ", ".join(f"{k} {p:.3g}" for k, p in res["pvalues"].items()))
     with provenance.atomic_output(out_json) as tmp:
