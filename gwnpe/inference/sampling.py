@@ -36,17 +36,21 @@ def model_domain(model) -> FrequencyDomain:
 
 
 def model_priors(model):
-    """bilby priors the model was trained with (``geocent_time`` relative to the trigger)."""
+    """bilby priors the model was trained with (``geocent_time`` relative to the trigger); parsed once per model."""
     import tempfile
 
     from ..priors import load_priors
 
+    cached = getattr(model, "_gwnpe_priors", None)
+    if cached is not None:
+        return cached
     with tempfile.NamedTemporaryFile("w", suffix=".prior", delete=False) as f:
         f.write(model.settings["prior_file"])
     try:
-        return load_priors(f.name)
+        model._gwnpe_priors = load_priors(f.name)
     finally:
         os.unlink(f.name)
+    return model._gwnpe_priors
 
 
 def _check_inputs(model, strain: dict, psds: dict) -> None:
