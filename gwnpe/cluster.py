@@ -25,6 +25,7 @@ cluster runs :func:`dask_client` hides ``__main__.__file__`` (see
 from __future__ import annotations
 
 import contextlib
+import os
 import logging
 import sys
 from collections.abc import Iterator
@@ -77,7 +78,6 @@ def _main_script_hidden() -> Iterator[None]:
 @contextlib.contextmanager
 def _environ_restored(keys: list[str]) -> Iterator[None]:
     """Restore ``os.environ[key]`` (or its absence) for ``keys`` on exit."""
-    import os
 
     saved = {k: os.environ.get(k) for k in keys}
     try:
@@ -180,6 +180,10 @@ def dask_client(dask_settings: dict, threads: int, timeout: float | None = None)
             # spawning (so that it is set before the worker imports numpy); restore ours on exit.
             pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **SINGLE_THREAD_ENV}
             stack.enter_context(_environ_restored(list(pre_spawn)))
+            # Snakemake exports the rule's threads as OMP/OPENBLAS_NUM_THREADS, and dask lets an existing
+            # variable win over its pre-spawn config: set them here so workers really are single-threaded
+            # (otherwise the bytes of the training set depend on the rule's thread count).
+            os.environ.update({k: str(v) for k, v in pre_spawn.items()})
             try:
                 with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
                     cluster = LocalCluster(

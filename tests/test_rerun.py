@@ -3,7 +3,8 @@
 One run of config/tiny.yaml with profiles/local (``--cores 2``) in a temporary copy of the
 workflow is shared by every check here (and by tests/test_slurm.py as its reference run). Each
 check is a dry run (``-n``) whose job-stats table is parsed into the set of rules Snakemake would
-run; nothing is changed in the finished run itself, and nothing in the checkout.
+run; nothing is changed in the finished run itself, and nothing in the checkout. All runs import a
+snapshot of the gwnpe package taken at the start (see :func:`package_snapshot`).
 """
 
 from __future__ import annotations
@@ -59,15 +60,37 @@ def write_config(dest: Path, name: str = "test_config.yaml", **overrides) -> Pat
     return path
 
 
+_SNAPSHOT: list[Path] = []
+
+
+def package_snapshot(tmp_path_factory) -> Path:
+    """A copy of the gwnpe package, taken once per session, that every run here imports.
+
+    :func:`smk` puts it first on PYTHONPATH (ahead of the editable install), so all runs of the
+    session use the same code even if the checkout is edited or committed meanwhile, and the
+    provenance they write is the same (outside a git checkout ``gwnpe_git`` is null).
+    """
+    if not _SNAPSHOT:
+        root = tmp_path_factory.mktemp("gwnpe_snapshot")
+        shutil.copytree(REPO / "gwnpe", root / "gwnpe", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / "config", root / "config")  # gwnpe.config reads ../config/schema.yaml
+        _SNAPSHOT.append(root)
+    return _SNAPSHOT[0]
+
+
 def smk(workdir: Path, configfile: Path, *args, profile: str = "profiles/local", env: dict | None = None,
-        timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run snakemake on the copy in ``workdir`` with a workflow profile (local: ``--cores 2``)."""
+        pythonpath: tuple = (), timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run snakemake on the copy in ``workdir`` with a workflow profile (local: ``--cores 2``).
+
+    ``pythonpath`` goes first on PYTHONPATH, then the session's package snapshot (if made).
+    """
     cmd = [SNAKEMAKE, "--workflow-profile", str(workdir / profile), "--configfile", str(configfile),
            "--directory", str(workdir), "--snakefile", str(workdir / "Snakefile")]
     if profile == "profiles/local":
         cmd += ["--cores", "2"]
-    return subprocess.run([*cmd, *args], cwd=workdir, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    paths = [str(p) for p in (*pythonpath, *_SNAPSHOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    full_env = {**os.environ, **(env or {}), **({"PYTHONPATH": os.pathsep.join(paths)} if paths else {})}
+    return subprocess.run([*cmd, *args], cwd=workdir, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
 def planned_jobs(res: subprocess.CompletedProcess) -> dict[str, int]:
@@ -93,6 +116,7 @@ _RUNS: dict[str, tuple] = {}
 
 def finished_tiny_run(tmp_path_factory) -> tuple[Path, Path, float]:
     """(workdir, configfile, seconds) of one complete local-profile tiny run, made once per session."""
+    package_snapshot(tmp_path_factory)
     if "tiny" not in _RUNS:
         wd = copy_workflow(tmp_path_factory.mktemp("tiny_local"))
         cfg = write_config(wd)
@@ -102,6 +126,11 @@ def finished_tiny_run(tmp_path_factory) -> tuple[Path, Path, float]:
     wd, cfg, seconds, res = _RUNS["tiny"]
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     return wd, cfg, seconds
+
+
+def tiny_run_jobs() -> dict[str, int]:
+    """Rule -> job count of the finished tiny run (its "Job stats" table)."""
+    return planned_jobs(_RUNS["tiny"][3])
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -144,15 +173,15 @@ def test_library_edit_reruns_the_stages_using_it(tiny_run, tmp_path):
     """Edit gwnpe/waveforms.py in a copy of the package that PYTHONPATH puts first; the checkout is untouched."""
     wd, cfg, _ = tiny_run
     pkg = tmp_path / "site"
-    shutil.copytree(REPO / "gwnpe", pkg / "gwnpe", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(_SNAPSHOT[0], pkg)  # the code of the finished run
     with open(pkg / "gwnpe/waveforms.py", "a") as f:
         f.write("\n# edited by tests/test_rerun.py\n")
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(pkg), os.environ.get("PYTHONPATH")) if p)}
+    path = os.pathsep.join(str(p) for p in (pkg, *_SNAPSHOT))  # as smk(pythonpath=...) sets it
     probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('gwnpe.waveforms').origin)"],
-                           capture_output=True, text=True, env={**os.environ, **env}, cwd=wd)
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, cwd=wd)
     assert probe.stdout.strip() == str(pkg / "gwnpe/waveforms.py"), probe.stdout + probe.stderr
     # bank, training_set and injections hash gwnpe.waveforms; svd, train and the rest follow their inputs
-    _assert_plan(_dry(wd, cfg, env=env), rerun={"bank", "svd", "training_set", "train", "injections"} | REPORT_SIDE,
+    _assert_plan(_dry(wd, cfg, pythonpath=(pkg,)), rerun={"bank", "svd", "training_set", "train", "injections"} | REPORT_SIDE,
                  kept={"psd"})
 
 

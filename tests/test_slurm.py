@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from .conftest import REPO
-from .test_rerun import copy_workflow, finished_tiny_run, planned_jobs, smk, write_config
+from .test_rerun import copy_workflow, finished_tiny_run, planned_jobs, smk, tiny_run_jobs, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -137,8 +137,10 @@ def test_workflow_on_slurm_equals_local_run(slurm_cluster, tmp_path_factory):
         "--set-threads", "svd=2", "training_set=2", "train=2",
         # no GPU here: train as a CPU job (replaces the profile's set-resources, gpu: 1 included)
         "--set-resources", "train:gpu=0",
-        # short jobs: first status check after 5 s, not 40 s (MinJobAge 300 >= 3 x 5 keeps squeue in use)
-        "--slurm-init-seconds-before-status-checks", "5",
+        # short jobs: status checks 4 s after a submission, then +14 s (the plugin adds 10 s per check
+        # without news), which catches these ~10-15 s jobs; the profile's 40 s would idle ~30 s per job.
+        # MinJobAge 300 >= 3 x 4 keeps squeue in use.
+        "--slurm-init-seconds-before-status-checks", "4",
         "--slurm-keep-successful-logs",
     ]
     t0 = time.monotonic()
@@ -154,7 +156,7 @@ def test_workflow_on_slurm_equals_local_run(slurm_cluster, tmp_path_factory):
 
     # Every job except `rule all` ran as a Slurm job: submitted (Snakemake's log) and finished
     # COMPLETED in partition debug (Slurm's own job-completion record).
-    expected = planned_jobs(_all_jobs(ref_wd))
+    expected = tiny_run_jobs()  # every job of the local run
     expected.pop("all", None)
     subs = _slurm_submissions(text)
     per_rule: dict[str, int] = {}
@@ -185,11 +187,6 @@ def test_workflow_on_slurm_equals_local_run(slurm_cluster, tmp_path_factory):
     print(f"\nlocal run {local_seconds:.0f} s, Slurm run {slurm_seconds:.0f} s ({len(subs)} Slurm jobs)")
 
 
-def _all_jobs(ref_wd: Path) -> subprocess.CompletedProcess:
-    """Every job of the workflow: a forced dry run in the reference run's folder (changes nothing)."""
-    return smk(ref_wd, ref_wd / "test_config.yaml", "-n", "--forceall", timeout=300)
-
-
 def _wait_for_records(cluster: Cluster, ids: set[str], timeout: float = 30) -> dict[str, dict]:
     deadline = time.monotonic() + timeout
     while True:
@@ -216,7 +213,7 @@ def test_training_set_on_dask_slurm_workers(slurm_cluster, tmp_path_factory):
     })
     target = "results/tiny/training_set/training_set.h5"
     # Snakemake itself runs locally here (as on a login node); only the dask workers go to Slurm.
-    res = smk(wd, cfg, "--forcerun", "training_set", target, env=slurm_cluster.env, timeout=600)
+    res = smk(wd, cfg, target, "--forcerun", "training_set", env=slurm_cluster.env, timeout=600)
     text = res.stdout + res.stderr
     assert res.returncode == 0, text[-8000:]
     assert planned_jobs(res) == {"training_set": 1}, text[-3000:]
