@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import provenance
+from .config import config_subset
 from .errors import GwnpeError, WaveformError
 from .priors import intrinsic_keys, load_priors
 from .seeding import stage_rng
@@ -19,13 +20,7 @@ logger = logging.getLogger(__name__)
 
 def bank_settings(config: dict) -> dict:
     """The config subset that shapes the bank (what its provenance records)."""
-    return {
-        "seed": config["seed"],
-        "priors": config["priors"],
-        "domain": config["domain"],
-        "waveform": config["waveform"],
-        "bank": config["bank"],
-    }
+    return config_subset(config, "seed", "priors", "domain", "waveform", "bank")
 
 
 def run_bank_stage(settings: dict, out_path: str | Path, progress: bool = True) -> dict:

@@ -128,6 +128,11 @@ def validate_config(config: dict, schema: dict | None = None, check_priors: bool
     return config
 
 
+def config_subset(config: dict, *keys: str) -> dict:
+    """The sections of a validated config that one stage depends on (what its params and provenance record)."""
+    return {k: config[k] for k in keys}
+
+
 def check_consistency(config: dict) -> None:
     """Cross-key checks that a JSON schema cannot express."""
     dom = config["domain"]

@@ -40,7 +40,9 @@ class InjectionError(GwnpeError):
 
 
 def injection_settings(config: dict) -> dict:
-    return {k: config[k] for k in ("seed", "detectors", "trigger_time", "priors", "domain", "waveform", "injections")}
+    from .config import config_subset
+
+    return config_subset(config, "seed", "detectors", "trigger_time", "priors", "domain", "waveform", "injections")
 
 
 def segment_start(settings: dict) -> float:

@@ -89,13 +89,9 @@ EARTH_RADIUS_LIGHT_TIME = 6.371e6 / 299792458.0
 
 def svd_settings(config: dict) -> dict:
     """The config subset that shapes the basis."""
-    return {
-        "seed": config["seed"],
-        "detectors": config["detectors"],
-        "priors": config["priors"],
-        "domain": config["domain"],
-        "svd": config["svd"],
-    }
+    from .config import config_subset
+
+    return config_subset(config, "seed", "detectors", "priors", "domain", "svd")
 
 
 def default_time_shift(priors) -> float:

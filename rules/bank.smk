@@ -5,7 +5,7 @@ rule bank:
     output:
         bank=results("bank/bank.h5"),
     params:
-        settings=section("seed", "priors", "domain", "waveform", "bank"),
+        settings=bank_settings(config),
         code=code_version("gwnpe.bank", "gwnpe.waveforms", "gwnpe.priors", "gwnpe.provenance"),
     log:
         logs("bank.log"),

@@ -5,7 +5,11 @@ from snakemake.exceptions import WorkflowError
 
 import gwnpe.config
 from gwnpe.errors import GwnpeError
-from gwnpe.injections import injection_count
+from gwnpe.bank import bank_settings
+from gwnpe.config import config_subset
+from gwnpe.injections import injection_count, injection_settings
+from gwnpe.svd import svd_settings
+from gwnpe.training import train_settings
 from gwnpe.provenance import code_hash
 
 # Validate once at load time: a wrong key, type or range stops here, before any job.
@@ -38,7 +42,7 @@ def benchmarks(path):
 
 def section(*keys):
     """The config subset a stage depends on, passed through params so changes rerun it."""
-    return {k: config[k] for k in keys}
+    return config_subset(config, *keys)
 
 
 def code_version(*modules):

@@ -7,7 +7,7 @@ rule injections:
     output:
         injections=results("injections/injections.h5"),
     params:
-        settings=section("seed", "detectors", "trigger_time", "priors", "domain", "waveform", "injections"),
+        settings=injection_settings(config),
         code=code_version("gwnpe.injections", "gwnpe.waveforms", "gwnpe.detectors", "gwnpe.priors", "gwnpe.provenance"),
     log:
         logs("injections.log"),

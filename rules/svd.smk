@@ -12,7 +12,7 @@ rule svd:
             category="Reduced basis",
         ),
     params:
-        settings=section("seed", "detectors", "priors", "domain", "svd"),
+        settings=svd_settings(config),
         code=code_version("gwnpe.svd", "gwnpe.psd", "gwnpe.bank", "gwnpe.provenance"),
     log:
         logs("svd.log"),

@@ -14,7 +14,7 @@ rule train:
             category="Training",
         ),
     params:
-        settings=section("seed", "detectors", "trigger_time", "priors", "domain", "waveform", "model", "training"),
+        settings=train_settings(config),
         checkpoint=results("model/checkpoint.pt"),
         code=code_version(
             "gwnpe.training.trainer", "gwnpe.nn.model", "gwnpe.nn.embedding", "gwnpe.data", "gwnpe.detectors", "gwnpe.svd"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .. import provenance
+from ..config import config_subset
 from ..data import Simulator, TrainingData
 from ..domain import build_domain
 from ..errors import GwnpeError
@@ -37,7 +38,7 @@ CHECKPOINT_FORMAT = 1
 
 def train_settings(config: dict) -> dict:
     """The config subset that shapes the model."""
-    return {k: config[k] for k in ("seed", "detectors", "trigger_time", "priors", "domain", "waveform", "model", "training")}
+    return config_subset(config, "seed", "detectors", "trigger_time", "priors", "domain", "waveform", "model", "training")
 
 
 def select_device(requested: str) -> torch.device:
