@@ -6,10 +6,9 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 
 from . import provenance
-from .config import config_subset
+from .config import check_signal_duration, config_subset
 from .errors import GwnpeError, WaveformError
 from .priors import intrinsic_keys, load_priors
 from .seeding import stage_rng
@@ -37,15 +36,20 @@ def run_bank_stage(settings: dict, out_path: str | Path, progress: bool = True) 
         Summary: number of waveforms and failures.
     """
     priors = load_priors(settings["priors"], approximant=settings["waveform"]["approximant"])
+    check_signal_duration(settings, priors)
     keys = intrinsic_keys(priors)
     if not keys:
-        raise GwnpeError(f"prior file '{settings['priors']}' samples no intrinsic parameter; the bank would be one waveform.")
+        raise GwnpeError(
+            f"prior file '{settings['priors']}' samples no intrinsic parameter; the bank would be one waveform. "
+            "Give the masses (or other intrinsic parameters) a prior with a range."
+        )
     generator = build_waveform_generator(settings)
     n = settings["bank"]["size"]
     allowed = max_failures(settings["waveform"]["max_failure_fraction"], n)
     rng = stage_rng(settings["seed"], "bank")
     logger.info("bank: %d waveforms of %s over %s, %d bins", n, generator.approximant, keys, len(generator.domain))
-    params, hp, hc, failures = generate_from_prior(generator, priors, keys, n, rng, allowed, progress=progress)
+    params, hp, hc, failures = generate_from_prior(generator, priors, keys, n, rng, allowed, progress=progress,
+                                                   source=str(settings["priors"]))
     logger.info("bank: %d draws refused by LAL and redrawn (%d allowed)", len(failures), allowed)
 
     import h5py

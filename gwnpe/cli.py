@@ -109,9 +109,30 @@ def cmd_sample(args) -> int:
     out = sample_posterior(model, strain, psds, args.n, start_time=start, seed=args.seed, device=args.device)
     if injection is not None and "geocent_time" in injection:
         injection = {**injection, "geocent_time": injection["geocent_time"] + model.settings["trigger_time"]}
+    meta = {"strain": args.strain, "psd": args.psd or "model", "acceptance": out["acceptance"]}
+    extra = evidence = None
+    message = f"{args.n} samples in {out['sampling_time']:.2f} s"
+    if args.importance_sampling:
+        from .inference.likelihood import importance_sample, warn_if_inefficient
+
+        wf = model.settings.get("waveform", {})
+        approximant = args.approximant or wf.get("approximant")
+        f_ref = args.reference_frequency or wf.get("reference_frequency")
+        if approximant is None or f_ref is None:
+            raise GwnpeError(f"model '{args.model}' does not record its waveform model; give --approximant and "
+                             "--reference-frequency (the run's waveform.approximant / waveform.reference_frequency).")
+        res = importance_sample(model, strain, psds, start, out["samples"], out["log_q"], args.n / out["acceptance"],
+                                approximant, f_ref)
+        warn_if_inefficient(res)
+        extra = {k: res[k] for k in ("weights", "log_likelihood", "log_prior")}
+        evidence = {k: res[k] for k in ("log_evidence", "log_evidence_err", "log_noise_evidence", "log_bayes_factor")}
+        meta["importance_sampling"] = {k: res[k] for k in ("ess", "efficiency", "log_evidence", "log_evidence_err",
+                                                           "log_bayes_factor", "n", "n_drawn", "time")}
+        message += (f"; importance sampling {res['time']:.1f} s: efficiency {res['efficiency']:.1%}, "
+                    f"log BF {res['log_bayes_factor']:.2f} +- {res['log_evidence_err']:.2f}")
     save_result(args.output, model, out["samples"], out["log_q"], out["sampling_time"], label=args.label,
-                injection_parameters=injection, meta_data={"strain": args.strain, "psd": args.psd or "model"})
-    print(f"{args.n} samples in {out['sampling_time']:.2f} s (total {time.perf_counter() - t0:.2f} s) -> {args.output}")
+                injection_parameters=injection, meta_data=meta, extra_columns=extra, evidence=evidence)
+    print(f"{message} (total {time.perf_counter() - t0:.2f} s) -> {args.output}")
     return 0
 
 
@@ -134,6 +155,11 @@ def main(argv=None) -> int:
     sp.add_argument("--label", default="gwnpe")
     sp.add_argument("--seed", type=int, default=None)
     sp.add_argument("--device", default="cpu")
+    sp.add_argument("--importance-sampling", action="store_true",
+                    help="reweight the samples with the exact bilby likelihood (NPE+IS): adds columns weights, "
+                         "log_likelihood, log_prior and the evidence to the result")
+    sp.add_argument("--approximant", help="waveform model for --importance-sampling (default: the model's)")
+    sp.add_argument("--reference-frequency", type=float, help="[Hz] for --importance-sampling (default: the model's)")
     sp.set_defaults(func=cmd_sample)
     args = parser.parse_args(argv)
     try:

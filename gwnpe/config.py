@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
+import math
 from pathlib import Path
 
 import jsonschema
@@ -75,18 +76,35 @@ def _format_error(err: jsonschema.ValidationError, schema: dict) -> str:
         msgs = []
         for key in unknown:
             guess = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"; did you mean '{_key_path(path + [guess[0]])}'?" if guess else ""
+            elsewhere = [p for p in _key_paths(schema) if p.rsplit(".", 1)[-1] == key]
+            if guess:
+                fix = f"; did you mean '{_key_path(path + [guess[0]])}'? Remove or rename it"
+            elif elsewhere:
+                fix = f"; did you mean '{elsewhere[0]}' (it belongs in another section)? Move it there"
+            else:
+                fix = ": remove or rename it"
             msgs.append(
-                f"unknown config key '{_key_path(path + [key])}'{hint} "
-                f"Allowed keys here: {', '.join(allowed)}."
+                f"unknown config key '{_key_path(path + [key])}'{fix}; "
+                f"allowed keys here: {', '.join(allowed)} (all documented in config/schema.yaml)."
             )
         return " ".join(msgs)
     sub = _subschema(schema, path)
+    key = _key_path(path)
+    fix = f"set '{key}' to such a value"
+    if "default" in sub:
+        fix += f" (or remove it to get the default, {sub['default']!r})"
     return (
-        f"invalid config value at '{_key_path(path)}': {err.instance!r} "
-        f"({err.message}). Allowed: {_describe_allowed(sub)}. "
-        f"Description: {sub.get('description', 'n/a')}"
+        f"invalid config value at '{key}': {err.instance!r} ({err.message}). "
+        f"Allowed: {_describe_allowed(sub)}; {fix}. Description: {sub.get('description', 'n/a')}"
     )
+
+
+def _key_paths(schema: dict, prefix: str = ""):
+    """Dotted paths of every key the schema defines (for 'did you mean' hints)."""
+    for key, sub in schema.get("properties", {}).items():
+        yield prefix + key
+        if isinstance(sub, dict):
+            yield from _key_paths(sub, prefix + key + ".")
 
 
 def _fill_defaults(instance: dict, schema: dict) -> None:
@@ -124,7 +142,8 @@ def validate_config(config: dict, schema: dict | None = None, check_priors: bool
     if check_priors:
         from .priors import load_priors  # lazy: bilby import is slow
 
-        load_priors(config["priors"], approximant=config["waveform"]["approximant"])
+        priors = load_priors(config["priors"], approximant=config["waveform"]["approximant"])
+        check_signal_duration(config, priors)
     return config
 
 
@@ -145,17 +164,21 @@ def check_consistency(config: dict) -> None:
         )
     if dom["f_min"] >= dom["f_max"]:
         raise ConfigError(
-            f"domain.f_min = {dom['f_min']} Hz must be below domain.f_max = {dom['f_max']} Hz."
+            f"domain.f_min = {dom['f_min']} Hz must be below domain.f_max = {dom['f_max']} Hz: the band "
+            f"would be empty. Lower domain.f_min or raise domain.f_max (at most the Nyquist frequency {nyquist} Hz)."
         )
     if dom["post_trigger_duration"] >= dom["duration"]:
         raise ConfigError(
             f"domain.post_trigger_duration = {dom['post_trigger_duration']} s must be shorter than "
-            f"domain.duration = {dom['duration']} s."
+            f"domain.duration = {dom['duration']} s: no data would precede the trigger, where the signal is. "
+            "Lower domain.post_trigger_duration (2 s is usual) or raise domain.duration."
         )
     n = dom["duration"] * dom["sampling_frequency"]
     if abs(n - round(n)) > 1e-6:
         raise ConfigError(
-            f"domain.duration x domain.sampling_frequency = {n} is not a whole number of samples."
+            f"domain.duration x domain.sampling_frequency = {dom['duration']} x {dom['sampling_frequency']} = {n} "
+            "is not a whole number of samples. Choose values whose product is an integer (e.g. a power-of-two "
+            "duration in s and sampling_frequency in Hz)."
         )
     psd = config["psd"]
     seg = psd["segment_length"] or dom["duration"]
@@ -175,13 +198,14 @@ def check_consistency(config: dict) -> None:
     if extra:
         raise ConfigError(
             f"psd.strain_files names {', '.join(sorted(extra))}, which is not in detectors "
-            f"{config['detectors']}."
+            f"{config['detectors']}. Remove that entry from psd.strain_files, or add the detector to detectors."
         )
     if isinstance(psd["noise_curve"], dict):
         missing = [ifo for ifo in config["detectors"] if ifo not in psd["noise_curve"]]
         if missing:
             raise ConfigError(
-                f"psd.noise_curve is a mapping but has no curve for {', '.join(missing)}."
+                f"psd.noise_curve is a mapping but has no curve for {', '.join(missing)}. Add an "
+                f"'{missing[0]}: <curve>' entry, or give one curve name for all detectors."
             )
     bank, svd = config["bank"], config["svd"]
     if bank["size"] < svd["size"] + svd["validation_size"]:
@@ -191,17 +215,69 @@ def check_consistency(config: dict) -> None:
             "waveforms as elements, plus held-out ones. Raise bank.size or lower svd.size."
         )
     if config["dask"]["cluster"] == "address" and not config["dask"]["address"]:
-        raise ConfigError("dask.cluster is 'address' but dask.address is not set (e.g. tcp://host:8786).")
+        raise ConfigError(
+            "dask.cluster is 'address' but dask.address is not set: set it to the scheduler's address "
+            "(e.g. tcp://host:8786), or use dask.cluster 'local'."
+        )
+
+
+def check_signal_duration(settings: dict, priors) -> None:
+    """Refuse a segment too short for the longest signal of the prior.
+
+    The part of the segment before the trigger, ``domain.duration - domain.post_trigger_duration``,
+    must hold the longest inspiral from ``domain.f_min`` that the prior's mass ranges allow
+    (TaylorF2 chirp time, see :func:`gwnpe.waveforms.longest_inspiral`) plus the largest
+    ``geocent_time`` offset; otherwise frequency-domain waveforms wrap around the segment.
+
+    Parameters
+    ----------
+    settings : dict
+        Config with a ``domain`` section and ``priors`` (the prior file's path, for messages).
+    priors : bilby.core.prior.PriorDict
+        The loaded prior.
+
+    Raises
+    ------
+    ConfigError
+        Naming the durations, the binary and the settings to change.
+    """
+    from .waveforms import longest_inspiral
+
+    dom = settings["domain"]
+    f_min = float(dom["f_min"])
+    found = longest_inspiral(priors, f_min)
+    if found is None:
+        return
+    seconds, m1, m2 = found
+    p = priors.get("geocent_time", 0.0)
+    offset = abs(p) if isinstance(p, (int, float)) else max(
+        abs(getattr(p, "minimum", getattr(p, "peak", 0.0))), abs(getattr(p, "maximum", getattr(p, "peak", 0.0)))
+    )
+    before = float(dom["duration"]) - float(dom["post_trigger_duration"])
+    needed = seconds + offset
+    if needed > before:
+        duration = needed + float(dom["post_trigger_duration"])
+        raise ConfigError(
+            f"domain.duration - domain.post_trigger_duration = {dom['duration']} - {dom['post_trigger_duration']} "
+            f"= {before:g} s before the trigger is shorter than the longest signal of the prior "
+            f"'{settings.get('priors')}': from domain.f_min = {f_min:g} Hz a binary of {m1:.3g} + {m2:.3g} Msun "
+            f"lasts {seconds:.3g} s, plus {offset:g} s of geocent_time offset. Its waveform would wrap around the "
+            f"segment. Raise domain.duration to at least {duration:.3g} s (e.g. {2 ** math.ceil(math.log2(duration)):g} s), "
+            "raise domain.f_min, or raise the prior's lower mass bound."
+        )
 
 
 def load_config(path: str | Path, check_priors: bool = True) -> dict:
     """Read a YAML config file and validate it (see :func:`validate_config`)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist.")
+        raise ConfigError(
+            f"config file '{path}' does not exist (relative to the working directory '{Path.cwd()}'); "
+            "pass the path of a YAML config, e.g. config/config.yaml or a copy of it."
+        )
     with open(path) as f:
         try:
             config = yaml.safe_load(f) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}. Fix the line named above.") from exc
     return validate_config(config, check_priors=check_priors)

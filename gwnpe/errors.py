@@ -23,3 +23,7 @@ class WaveformError(GwnpeError):
 
 class BasisError(GwnpeError):
     """The reduced basis does not meet its tolerance or cannot be built."""
+
+
+class ModelError(GwnpeError):
+    """A model file is missing or unreadable, or the model is given input it was not built for."""

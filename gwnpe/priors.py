@@ -14,7 +14,9 @@ Draws are made with :meth:`bilby.core.prior.Prior.rescale` from a numpy
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -89,13 +91,28 @@ def load_priors(path: str | Path, approximant: str | None = None):
     try:
         priors = bilby.gw.prior.BBHPriorDict(filename=str(path))
     except Exception as exc:  # bilby raises many types on malformed files
-        raise PriorError(f"prior file '{path}' could not be read by bilby: {exc}") from exc
+        inverted = re.search(r"maximum (\S+) <= minimum (\S+) for \w+ prior on (\w+)", str(exc))
+        if inverted:
+            hi, lo, key = inverted.groups()
+            raise PriorError(
+                f"prior on '{key}' in '{path}' has an empty or inverted range: minimum={lo} >= maximum={hi}. "
+                f"Make minimum < maximum, or fix '{key}' to a single value (e.g. '{key} = {lo}')."
+            ) from exc
+        raise PriorError(
+            f"prior file '{path}' could not be read by bilby: {type(exc).__name__}: {exc}. Fix that line; each "
+            "line is 'name = bilby.<module>.<Prior>(...)' or 'name = value' (see config/priors/default.prior)."
+        ) from exc
 
     unknown = [k for k, p in priors.items() if not _is_constraint(p) and k not in KNOWN_PARAMETERS]
     if unknown:
+        hints = []
+        for k in unknown:
+            guess = difflib.get_close_matches(k, KNOWN_PARAMETERS, n=1)
+            hints.append(f"'{k}' (did you mean '{guess[0]}'?)" if guess else f"'{k}'")
         raise PriorError(
-            f"prior file '{path}' defines {', '.join(unknown)}, which neither the waveform model nor "
-            f"the detector projection knows. Known parameters: {', '.join(KNOWN_PARAMETERS)}."
+            f"prior file '{path}' defines {', '.join(hints)}, which neither the waveform model nor "
+            "the detector projection knows. Remove or rename it (or make it a bilby Constraint); "
+            f"known parameters: {', '.join(KNOWN_PARAMETERS)}."
         )
     missing = [k for k in REQUIRED if k not in priors and not (k == "theta_jn" and "cos_theta_jn" in priors)]
     if "theta_jn" not in priors and "cos_theta_jn" not in priors:
@@ -108,17 +125,23 @@ def load_priors(path: str | Path, approximant: str | None = None):
     if len(masses) != 2:
         raise PriorError(
             f"prior file '{path}' must define exactly two mass parameters (e.g. chirp_mass and "
-            f"mass_ratio), found {masses or 'none'}."
+            f"mass_ratio), found {masses or 'none'}. Keep two and turn the others into "
+            "bilby.core.prior.Constraint priors."
         )
     for key, prior in priors.items():
         if _is_fixed(prior) or _is_constraint(prior):
             continue
         lo, hi = getattr(prior, "minimum", None), getattr(prior, "maximum", None)
         if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
-            raise PriorError(f"prior on '{key}' in '{path}' must have a finite range, got [{lo}, {hi}].")
+            raise PriorError(
+                f"prior on '{key}' in '{path}' must have a finite range, got [{lo}, {hi}]: the network's "
+                "parameter standardisation and the PP-test need bounded priors. Give it finite minimum "
+                "and maximum."
+            )
         if not lo < hi:
             raise PriorError(
-                f"prior on '{key}' in '{path}' has an empty or inverted range: minimum={lo} >= maximum={hi}."
+                f"prior on '{key}' in '{path}' has an empty or inverted range: minimum={lo} >= maximum={hi}. "
+                f"Make minimum < maximum, or fix '{key}' to a single value (e.g. '{key} = {lo}')."
             )
     if approximant in ALIGNED_SPIN_APPROXIMANTS:
         bad = [k for k in PRECESSING_SPIN_PARAMETERS if k in priors and not _is_fixed(priors[k])]
@@ -127,7 +150,46 @@ def load_priors(path: str | Path, approximant: str | None = None):
                 f"prior file '{path}' samples {', '.join(bad)}, but {approximant} is an aligned-spin "
                 "approximant. Fix them, use chi_1/chi_2 (bilby AlignedSpin), or choose a precessing approximant."
             )
+    _check_constraints_satisfiable(priors, path)
     return priors
+
+
+def _constraint_ranges(priors) -> str:
+    return ", ".join(f"{k} in [{p.minimum:g}, {p.maximum:g}]" for k, p in priors.items() if _is_constraint(p))
+
+
+def _check_constraints_satisfiable(priors, path, n: int = 2000) -> None:
+    """Refuse constraint priors that reject every one of ``n`` fixed-seed draws (an empty prior volume)."""
+    if not any(_is_constraint(p) for p in priors.values()):
+        return
+    keys = [k for k in sampled_keys(priors) if k in MASS_PARAMETERS + SPIN_PARAMETERS]
+    if not keys:
+        return
+    rng = np.random.default_rng(0)
+    u = rng.random((len(keys), n))
+    cand = {k: np.asarray(priors[k].rescale(u[i]), dtype=float) for i, k in enumerate(keys)}
+    if not _constraints_ok(priors, cand, n).any():
+        raise PriorError(
+            f"prior file '{path}': its constraint priors ({_constraint_ranges(priors)}) reject all of {n} test "
+            f"draws of {', '.join(keys)}, so the prior volume is empty. Widen the Constraint ranges or move the "
+            "sampled mass/spin ranges so that they overlap."
+        )
+
+
+def _constraints_ok(priors, cand: dict[str, np.ndarray], m: int) -> np.ndarray:
+    """Boolean (m,) mask of the draws ``cand`` (plus fixed values) that satisfy every Constraint prior.
+
+    Evaluated here rather than with ``PriorDict.evaluate_constraints``, which fails to broadcast
+    when bilby's conversion turns fixed parameters into scalars.
+    """
+    fixed = fixed_parameters(priors)
+    full = {**{k: np.full(m, v) for k, v in fixed.items()}, **cand}
+    converted = priors.conversion_function(dict(full))
+    ok = np.ones(m, dtype=bool)
+    for key, prior in priors.items():
+        if _is_constraint(prior) and key in converted:
+            ok &= np.broadcast_to(np.asarray(prior.prob(np.asarray(converted[key], float)) > 0), (m,))
+    return ok
 
 
 def sampled_keys(priors) -> list[str]:
@@ -157,7 +219,6 @@ def draw(priors, keys: list[str], n: int, rng: np.random.Generator, max_rounds: 
     Samples come from inverse-CDF rescaling of ``rng`` uniforms, so they are a
     deterministic function of the generator state.
     """
-    fixed = fixed_parameters(priors)
     # Constraint priors in GW prior files bear on masses and spins; a draw of other (extrinsic)
     # parameters alone cannot violate them and lacks what bilby's conversion needs to evaluate them.
     constrained = any(_is_constraint(p) for p in priors.values()) and any(
@@ -169,17 +230,16 @@ def draw(priors, keys: list[str], n: int, rng: np.random.Generator, max_rounds: 
         m = max(n - have, 1) if have else n
         u = rng.random((len(keys), m))
         cand = {k: np.asarray(priors[k].rescale(u[i]), dtype=float) for i, k in enumerate(keys)}
-        full = {**{k: np.full(m, v) for k, v in fixed.items()}, **cand}
-        ok = np.asarray(priors.evaluate_constraints(full), dtype=bool) if constrained else np.ones(m, bool)
-        ok = np.broadcast_to(ok, (m,))
+        ok = _constraints_ok(priors, cand, m) if constrained else np.ones(m, bool)
         for k in keys:
             out[k] = np.concatenate([out[k], cand[k][ok]])
         have = len(out[keys[0]]) if keys else n
         if have >= n:
             return {k: v[:n] for k, v in out.items()}
     raise PriorError(
-        f"constraint priors rejected almost every draw ({have} of {n} accepted after {max_rounds} rounds); "
-        "the constrained prior volume is empty or tiny: check the Constraint ranges."
+        f"constraint priors ({_constraint_ranges(priors)}) rejected almost every draw ({have} of {n} accepted "
+        f"after {max_rounds} rounds): the constrained prior volume is empty or tiny. Widen the Constraint "
+        "ranges or move the sampled mass/spin ranges so that they overlap."
     )
 
 

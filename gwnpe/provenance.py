@@ -8,6 +8,7 @@ byte-identical files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import importlib.metadata
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .errors import GwnpeError
 
 PROVENANCE_ATTR = "gwnpe_provenance"
 TEXT_MARKER = "# gwnpe-provenance "
@@ -164,21 +166,94 @@ def code_hash(*modules: str) -> str:
     return h.hexdigest()[:16]
 
 
+class OutputWriteError(GwnpeError, OSError):
+    """An output could not be written: disk full, quota exceeded, no permission, read-only file
+    system, or a file where a folder should be. The message names the output and what to do;
+    ``errno`` is the original error's (also an :class:`OSError`, so ``except OSError`` still works).
+    """
+
+
+#: errno -> (what went wrong, what to do); ``{dir}`` is the output's folder.
+_WRITE_FAILURES = {
+    errno.ENOSPC: ("no space is left on the device",
+                   "Free disk space on the file system of '{dir}' (see `df -h '{dir}'`), or write the results "
+                   "to another disk, then rerun"),
+    errno.EDQUOT: ("the disk quota is exceeded",
+                   "Free space within your quota on the file system of '{dir}' (see `quota -s` or ask for a larger "
+                   "quota), or write the results elsewhere, then rerun"),
+    errno.EACCES: ("permission denied",
+                   "Check the permissions of '{dir}' (`ls -ld '{dir}'`; `chmod u+w` or ask its owner), or write the "
+                   "results to a folder you may write to, then rerun"),
+    errno.EPERM: ("operation not permitted",
+                  "Check the permissions of '{dir}' (`ls -ld '{dir}'`; `chmod u+w` or ask its owner), or write the "
+                  "results to a folder you may write to, then rerun"),
+    errno.EROFS: ("the file system is read-only",
+                  "'{dir}' is on a read-only file system: write the results to a writable folder (or remount it "
+                  "read-write), then rerun"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder",
+                    "Remove or rename that file, or choose another output folder, then rerun"),
+}
+
+
+def _write_error(path: Path, exc: OSError, tmp: Path | None = None) -> OutputWriteError | None:
+    """An :class:`OutputWriteError` for ``exc`` raised while writing ``path``; None for other errors
+    (another errno, or an error about another file, e.g. an input read while writing)."""
+    if isinstance(exc, GwnpeError):
+        return None
+    code = exc.errno
+    if code == errno.EEXIST and tmp is None:  # creating the folder: a file is where a folder should be
+        code = errno.ENOTDIR
+    if code not in _WRITE_FAILURES:
+        return None
+    ours = {str(path), str(path.parent), *(str(p) for p in path.parents)}
+    if tmp is not None:
+        ours.add(str(tmp))
+    if exc.filename is not None and os.fspath(exc.filename) not in ours:
+        return None
+    what, fix = _WRITE_FAILURES[code]
+    detail = str(exc).splitlines()[0]
+    err = OutputWriteError(
+        f"cannot write '{path}': {what} ({detail}). {fix.format(dir=path.parent)}. "
+        "No partial file was left behind."
+    )
+    err.errno = exc.errno
+    err.path = path
+    return err
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path):
     """Yield a temporary path next to ``path``; move it into place only on success.
 
-    A stage that fails half-way leaves no file that a later run could take for a finished one.
+    A stage that fails half-way leaves no file that a later run could take for a finished one:
+    the temporary file is removed whatever the error. A full disk (``ENOSPC``, ``EDQUOT``), a
+    permission error (``EACCES``, ``EPERM``), a read-only file system (``EROFS``) or a file
+    where a folder should be raise :class:`OutputWriteError`, whose message names ``path`` and
+    what to do.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        err = _write_error(path, exc)
+        if err is None:
+            raise
+        raise err from exc
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        err = _write_error(path, exc, tmp)
+        if err is None:
+            raise
+        raise err from exc
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            if tmp.exists() or tmp.is_symlink():
+                tmp.unlink()
+        except OSError:  # cleaning up must not hide the error that stopped the write
+            pass
 
 
 @contextlib.contextmanager

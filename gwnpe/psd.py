@@ -27,12 +27,17 @@ def read_psd(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise StrainError(f"PSD file '{path}' does not exist; run the psd stage first.")
+    fix = "delete it and rerun the psd stage (or give a two-column file: frequency [Hz], PSD [1/Hz])"
     try:
         data = np.loadtxt(path, ndmin=2)
-    except ValueError as exc:
-        raise StrainError(f"PSD file '{path}' is not a two-column text file: {exc}") from exc
-    if data.shape[1] != 2:
-        raise StrainError(f"PSD file '{path}' has {data.shape[1]} columns; expected frequency and PSD.")
+    except ValueError as exc:  # includes UnicodeDecodeError of binary files
+        reason = str(exc).split("; use `usecols`")[0]  # numpy's advice does not apply to a PSD file
+        raise StrainError(f"PSD file '{path}' is not a two-column text file, or is truncated ({reason}); {fix}.") from exc
+    if data.shape[1] != 2 or data.shape[0] < 2:
+        raise StrainError(
+            f"PSD file '{path}' has shape {data.shape}; expected two columns (frequency, PSD) and at least two "
+            f"rows: {fix}."
+        )
     return data[:, 0], data[:, 1]
 
 
@@ -48,7 +53,8 @@ def psd_on_domain(path: str | Path, domain: FrequencyDomain) -> np.ndarray:
     fd = domain.frequencies
     if f[0] > fd[0] + 1e-9 or f[-1] < fd[-1] - 1e-9:
         raise StrainError(
-            f"PSD file '{path}' covers {f[0]}-{f[-1]} Hz, not the band {fd[0]}-{fd[-1]} Hz of the domain."
+            f"PSD file '{path}' covers {f[0]}-{f[-1]} Hz, not the band {fd[0]}-{fd[-1]} Hz of the domain "
+            "(a truncated file, or one made for another domain): rerun the psd stage with this config."
         )
     if len(f) > 1 and np.allclose(np.diff(f), domain.delta_f) and np.isclose((fd[0] - f[0]) / domain.delta_f % 1, 0):
         k0 = int(round((fd[0] - f[0]) / domain.delta_f))
@@ -59,7 +65,8 @@ def psd_on_domain(path: str | Path, domain: FrequencyDomain) -> np.ndarray:
     if bad.any():
         raise StrainError(
             f"PSD file '{path}' has {bad.sum()} zero or non-finite bins inside {fd[0]}-{fd[-1]} Hz "
-            f"(first at {fd[bad][0]} Hz); whitening would divide by zero."
+            f"(first at {fd[bad][0]} Hz); whitening would divide by zero. Rerun the psd stage, or restrict "
+            "domain.f_min/f_max to where the PSD is positive."
         )
     return out
 
@@ -86,7 +93,10 @@ def _window_spec(window: str, tukey_alpha: float):
 def _samples(seconds: float, dt: float, what: str) -> int:
     n = seconds / dt
     if abs(n - round(n)) > 1e-6 * max(1.0, n):
-        raise ConfigError(f"{what} = {seconds} s is not a whole number of samples at {1 / dt:.6g} Hz.")
+        raise ConfigError(
+            f"{what} = {seconds} s is not a whole number of samples at {1 / dt:.6g} Hz; choose a multiple of "
+            f"the sample spacing {dt:.6g} s (e.g. a power of two in s)."
+        )
     return int(round(n))
 
 
@@ -161,7 +171,8 @@ def welch_psd(
         noverlap = nperseg - 1
     if len(data) < nperseg:
         raise StrainError(
-            f"{len(data) * dt} s of strain is shorter than one Welch segment ({segment_length} s)."
+            f"{len(data) * dt} s of strain is shorter than one Welch segment (psd.segment_length = "
+            f"{segment_length} s). Give more data (psd.duration) or shorten psd.segment_length."
         )
     _, psd = welch(
         data,
@@ -229,12 +240,19 @@ def estimate_psd(ifo: str, settings: dict) -> tuple[np.ndarray, np.ndarray, np.n
 
     detectors = list(settings["detectors"])
     if ifo not in detectors:
-        raise ConfigError(f"detector {ifo} is not in detectors {detectors}.")
+        raise ConfigError(f"detector {ifo} is not in detectors {detectors}; add it there or ask for one of those.")
     dom, cfg = settings["domain"], settings["psd"]
     rng = stage_rng(settings["seed"], "psd", detectors.index(ifo))
     t0, dt, data = get_psd_strain(ifo, settings, rng)
 
     seg = float(cfg.get("segment_length") or dom["duration"])
+    if len(data) * dt < seg * (1 - 1e-9):
+        where = f"file '{cfg['strain_files'][ifo]}'" if cfg["source"] == "files" else f"from {cfg['source']}"
+        raise StrainError(
+            f"{ifo} strain {where} gives {len(data) * dt:g} s in the PSD window, shorter than one Welch segment "
+            f"of psd.segment_length = {seg:g} s. Raise psd.duration to several segments, or shorten "
+            "psd.segment_length."
+        )
     overlap = float(cfg.get("overlap", 0.5))
     window = cfg.get("window", "hann")
     method = cfg.get("method", "median")
@@ -250,7 +268,8 @@ def estimate_psd(ifo: str, settings: dict) -> tuple[np.ndarray, np.ndarray, np.n
         raise StrainError(
             f"{ifo} PSD estimate has {int(bad.sum())} zero or non-finite bins in "
             f"[{dom['f_min']}, {dom['f_max']}] Hz (first at {freqs[bad][0]} Hz); the strain is "
-            "empty or band-limited there."
+            "empty or band-limited there. Check the strain (or psd.noise_curve, which must cover the band), "
+            "or restrict domain.f_min/f_max to where it has power."
         )
     curve = noise_curve_for(ifo, settings)
     reference = load_noise_curve(curve, freqs) if curve else None

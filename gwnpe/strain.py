@@ -82,31 +82,69 @@ def psd_window(settings: dict) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- reading
 
 
-def _crop(path, ifo, t0: float, dt: float, n: int, start: float, end: float) -> tuple[int, int]:
+#: What each purpose of :func:`read_strain` calls its window, and how to fix data that do not fit it.
+_PURPOSES = {
+    None: {
+        "window": "the requested window",
+        "cover": "Provide a file covering that window",
+        "finite": "Use a file with valid data there (or another trigger time)",
+        "key": "the path",
+    },
+    "psd": {
+        "window": "the PSD window",
+        "cover": ("Provide a file covering that window (the psd.duration s that end where the analysed "
+                  "segment starts), or shorten psd.duration"),
+        "finite": "Choose a window with valid data (trigger_time, psd.duration) or another file",
+        "key": "psd.strain_files.{ifo}",
+    },
+}
+
+
+def _crop(path, ifo, t0: float, dt: float, n: int, start: float, end: float, purpose: str | None = None) -> tuple[int, int]:
     """Index range ``[i0, i1)`` of the samples with times in ``[start, end)``; error if not covered."""
     i0 = math.ceil((start - t0) / dt - _SAMPLE_TOL)
     i1 = math.ceil((end - t0) / dt - _SAMPLE_TOL)
     if i0 < 0 or i1 > n or i1 <= i0:
+        words = _PURPOSES[purpose]
         raise StrainError(
-            f"{ifo} strain file '{path}' covers GPS [{t0:.6f}, {t0 + n * dt:.6f}) s but the PSD "
-            f"estimate needs [{start:.6f}, {end:.6f}) s. Provide a file covering that window, or "
-            "shorten psd.duration."
+            f"{ifo} strain file '{path}' covers GPS [{t0:.6f}, {t0 + n * dt:.6f}) s but {words['window']} "
+            f"needs [{start:.6f}, {end:.6f}) s. {words['cover']}."
         )
     return i0, i1
 
 
-def _check_finite(path, ifo, t0: float, dt: float, data: np.ndarray) -> None:
+def _check_finite(path, ifo, t0: float, dt: float, data: np.ndarray, purpose: str | None = None) -> None:
     bad = ~np.isfinite(data)
     if bad.any():
         first = int(np.argmax(bad))
+        words = _PURPOSES[purpose]
         raise StrainError(
-            f"{ifo} strain file '{path}' has {int(bad.sum())} NaN/inf samples in the PSD window "
+            f"{ifo} strain file '{path}' has {int(bad.sum())} NaN/inf samples in {words['window']} "
             f"(first at GPS {t0 + first * dt:.6f} s): the data have a gap or are flagged there. "
-            "Choose a window with valid data (trigger_time, psd.duration) or another file."
+            f"{words['finite']}."
         )
 
 
-def _read_gwosc_hdf5(path: Path, ifo: str, start: float | None = None, end: float | None = None):
+def _corrupt_hint(path: Path, ifo: str, purpose: str | None) -> str:
+    """How to fix a strain file that h5py cannot open: a text file with an HDF5 suffix, or a damaged file."""
+    try:
+        head = path.read_bytes()[:1024]
+    except OSError:
+        head = b""
+    key = _PURPOSES[purpose]["key"].format(ifo=ifo)
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return (
+            "it looks like a text file: give it a .txt suffix so that it is read as two columns "
+            f"(GPS time [s], strain), or point {key} to a GWOSC HDF5 file"
+        )
+    return (
+        "the file is damaged or truncated (an interrupted download?): download it again, or point "
+        f"{key} to a GWOSC HDF5 file (strain/Strain with Xstart and Xspacing attributes)"
+    )
+
+
+def _read_gwosc_hdf5(path: Path, ifo: str, start: float | None = None, end: float | None = None,
+                     purpose: str | None = None):
     """Read ``strain/Strain`` of a GWOSC HDF5 file, only the samples in ``[start, end)``.
 
     Without ``start``/``end`` the whole file is read. Returns ``(t0, dt, data)``.
@@ -118,7 +156,7 @@ def _read_gwosc_hdf5(path: Path, ifo: str, start: float | None = None, end: floa
             if "strain/Strain" not in f:
                 raise StrainError(
                     f"{ifo} strain file '{path}' is HDF5 but has no 'strain/Strain' dataset "
-                    "(GWOSC format); convert it or use a format gwpy reads (GWF, TXT)."
+                    f"(GWOSC format; it has {sorted(f)}); convert it or use a format gwpy reads (GWF, TXT)."
                 )
             dset = f["strain/Strain"]
             try:
@@ -127,20 +165,25 @@ def _read_gwosc_hdf5(path: Path, ifo: str, start: float | None = None, end: floa
             except KeyError as exc:
                 raise StrainError(
                     f"{ifo} strain file '{path}': 'strain/Strain' lacks the attribute {exc} "
-                    "(GWOSC files carry Xstart [GPS s] and Xspacing [s])."
+                    "(GWOSC files carry Xstart [GPS s] and Xspacing [s]); add it or use the original GWOSC file."
                 ) from None
             if not (np.isfinite(t0) and np.isfinite(dt) and dt > 0):
-                raise StrainError(f"{ifo} strain file '{path}' has invalid Xstart={t0} / Xspacing={dt}.")
+                raise StrainError(
+                    f"{ifo} strain file '{path}' has invalid Xstart={t0} / Xspacing={dt}; Xstart must be the GPS "
+                    "time [s] of the first sample and Xspacing the positive sample spacing [s]."
+                )
             n = dset.shape[0]
             if start is None:
                 i0, i1 = 0, n
             else:
-                i0, i1 = _crop(path, ifo, t0, dt, n, start, end)
+                i0, i1 = _crop(path, ifo, t0, dt, n, start, end, purpose)
             data = np.asarray(dset[i0:i1], dtype=np.float64)
     except StrainError:
         raise
     except (OSError, ValueError, TypeError) as exc:
-        raise StrainError(f"{ifo} strain file '{path}' is not a readable HDF5 file: {exc}") from exc
+        raise StrainError(
+            f"{ifo} strain file '{path}' is not a readable HDF5 file ({exc}); {_corrupt_hint(path, ifo, purpose)}."
+        ) from exc
     return t0 + i0 * dt, dt, data
 
 
@@ -165,7 +208,8 @@ def _read_gwpy(path: Path, ifo: str, channel: str | None):
         raise StrainError(
             f"{ifo} strain file '{path}' could not be read"
             + (f" (channel '{channel}')" if channel else "")
-            + f": {type(exc).__name__}: {exc}"
+            + f": {type(exc).__name__}: {exc}. Check the file and its format: GWOSC HDF5 (.hdf5), GWF with "
+            "a channel name (psd.channels), or text with columns GPS time [s] and strain (.txt)."
         ) from exc
     times = np.asarray(ts.times.value, dtype=np.float64)
     return times, np.asarray(ts.value, dtype=np.float64)
@@ -174,7 +218,10 @@ def _read_gwpy(path: Path, ifo: str, channel: str | None):
 def _regular_grid(path, ifo, times: np.ndarray) -> tuple[float, float]:
     """``(t0, dt)`` of uniformly spaced times; StrainError naming the first gap otherwise."""
     if len(times) < 2:
-        raise StrainError(f"{ifo} strain file '{path}' has {len(times)} samples; not a time series.")
+        raise StrainError(
+            f"{ifo} strain file '{path}' has {len(times)} samples; not a time series. Give a file with the "
+            "strain samples of the window."
+        )
     diffs = np.diff(times)
     dt = (times[-1] - times[0]) / (len(times) - 1)
     bad = np.abs(diffs - np.median(diffs)) > _SAMPLE_TOL * abs(np.median(diffs))
@@ -189,7 +236,7 @@ def _regular_grid(path, ifo, times: np.ndarray) -> tuple[float, float]:
 
 
 def read_strain(
-    path: str | Path, ifo: str, start: float, end: float, channel: str | None = None
+    path: str | Path, ifo: str, start: float, end: float, channel: str | None = None, purpose: str | None = None
 ) -> tuple[float, float, np.ndarray]:
     """Strain samples with GPS times in ``[start, end)`` from one file.
 
@@ -208,6 +255,10 @@ def read_strain(
         Window [GPS s]; samples with ``start <= t < end`` are returned.
     channel : str, optional
         Channel name; required for GWF files.
+    purpose : {None, "psd"}
+        What the window is for, so that error messages name the right settings: ``"psd"`` for the
+        PSD stage (``psd.strain_files``, ``psd.duration``), None for anything else (e.g. the
+        analysed segment at inference).
 
     Returns
     -------
@@ -224,20 +275,22 @@ def read_strain(
         If the file is missing, unreadable, does not cover the window, has NaN/inf
         samples or gaps inside it, or is a GWF file and no channel was given.
     """
+    if purpose not in _PURPOSES:
+        raise ValueError(f"purpose must be one of {list(_PURPOSES)}, got {purpose!r}")
     path = Path(path)
     if not path.is_file():
         raise StrainError(
-            f"{ifo} strain file '{path}' does not exist; check psd.strain_files.{ifo} "
-            "(relative paths are relative to the working directory)."
+            f"{ifo} strain file '{path}' does not exist; check {_PURPOSES[purpose]['key'].format(ifo=ifo)} "
+            f"(relative paths are relative to the working directory '{Path.cwd()}')."
         )
     if path.suffix.lower() in HDF5_SUFFIXES and _is_gwosc_hdf5(path):
-        t0, dt, data = _read_gwosc_hdf5(path, ifo, start, end)
+        t0, dt, data = _read_gwosc_hdf5(path, ifo, start, end, purpose)
     else:
         times, values = _read_gwpy(path, ifo, channel)
         t_first, dt = _regular_grid(path, ifo, times)
-        i0, i1 = _crop(path, ifo, t_first, dt, len(values), start, end)
+        i0, i1 = _crop(path, ifo, t_first, dt, len(values), start, end, purpose)
         t0, data = t_first + i0 * dt, values[i0:i1]
-    _check_finite(path, ifo, t0, dt, data)
+    _check_finite(path, ifo, t0, dt, data, purpose)
     logger.debug("read %s strain %s: GPS [%.6f, %.6f) s at %.6g Hz", ifo, path, t0, t0 + len(data) * dt, 1 / dt)
     return t0, dt, data
 
@@ -505,9 +558,9 @@ def fetch_gwosc(
         t_next = t_p + len(d_p) * dt
     data = np.concatenate([p[2] for p in pieces])
     label = f"GWOSC files {[str(p[3]) for p in pieces]}"
-    i0, i1 = _crop(label, ifo, t0, dt, len(data), start, end)
+    i0, i1 = _crop(label, ifo, t0, dt, len(data), start, end, "psd")
     t0, data = t0 + i0 * dt, data[i0:i1]
-    _check_finite(label, ifo, t0, dt, data)
+    _check_finite(label, ifo, t0, dt, data, "psd")
     return t0, dt, data
 
 
@@ -565,17 +618,26 @@ def get_psd_strain(ifo: str, settings: dict, rng: np.random.Generator) -> tuple[
         if ifo not in files:
             raise ConfigError(f"psd.source is 'files' but psd.strain_files has no entry for {ifo}.")
         channel = (psd_cfg.get("channels") or {}).get(ifo)
-        t0, dt, data = read_strain(files[ifo], ifo, start, end, channel=channel)
+        t0, dt, data = read_strain(files[ifo], ifo, start, end, channel=channel, purpose="psd")
     elif source == "gwosc":
         rate = 4096 if fs <= 4096 else 16384
         t0, dt, data = fetch_gwosc(ifo, start, end, psd_cfg.get("cache_dir", "data/gwosc"), sample_rate=rate)
     else:
         raise ConfigError(f"psd.source = {source!r}; expected 'simulated', 'files' or 'gwosc'.")
+    where = files[ifo] if source == "files" else "GWOSC"
     if 1.0 / dt < fs * (1 - 1e-9):
-        where = files[ifo] if source == "files" else "GWOSC"
         raise StrainError(
             f"{ifo} strain '{where}' is sampled at {1 / dt:.6g} Hz, below domain.sampling_frequency "
             f"= {fs:.6g} Hz: its PSD cannot reach {fs / 2:.6g} Hz. Lower domain.sampling_frequency "
             "(and f_max) or use data sampled faster."
+        )
+    seg = float(psd_cfg.get("segment_length") or settings["domain"]["duration"])
+    n_seg = seg / dt
+    if abs(n_seg - round(n_seg)) > 1e-6 * max(1.0, n_seg):
+        raise StrainError(
+            f"{ifo} strain '{where}' is sampled at {1 / dt:.6g} Hz, so a Welch segment of "
+            f"psd.segment_length = {seg:g} s is not a whole number of samples ({n_seg:.6g}). Resample the data "
+            "to a rate that puts a whole number of samples in a segment (e.g. a power of two in Hz), or change "
+            "psd.segment_length."
         )
     return t0, dt, data

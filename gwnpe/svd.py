@@ -14,7 +14,6 @@ compressed with the same whitening, and :meth:`ReducedBasis.decompress` undoes i
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +168,12 @@ def run_svd_stage(settings: dict, bank_path, psd_paths: dict, out_path, plot_pat
         raise BasisError(
             f"bank has {n} waveforms: too few for svd.size = {cfg['size']} plus svd.validation_size = {n_val}; "
             "raise bank.size or lower svd.size."
+        )
+    missing = [ifo for ifo in settings["detectors"] if ifo not in psd_paths]
+    if missing:
+        raise BasisError(
+            f"no PSD file given for {', '.join(missing)} (detectors {list(settings['detectors'])}); run the psd "
+            "stage for every detector and pass all their files."
         )
     psds = {ifo: psd_on_domain(psd_paths[ifo], domain) for ifo in settings["detectors"]}
     asd_ref = np.sqrt(np.mean([psds[ifo] for ifo in settings["detectors"]], axis=0))

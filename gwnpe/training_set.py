@@ -565,7 +565,11 @@ def load_training_set(path: str | Path, lazy: bool = False) -> TrainingSet:
     path = Path(path)
     if not path.is_file():
         raise TrainingSetError(f"training set '{path}' does not exist; run the training_set stage first.")
-    f = h5py.File(path, "r")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise TrainingSetError(f"training set '{path}' is unreadable or truncated ({exc}); delete it and rerun the "
+                               "training_set stage.") from exc
     try:
         keys = json.loads(f.attrs["intrinsic_parameters"])
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items() if k != PROVENANCE_ATTR}
@@ -576,6 +580,6 @@ def load_training_set(path: str | Path, lazy: bool = False) -> TrainingSet:
         out = TrainingSet({k: f["parameters"][k][...] for k in keys}, f["h_plus"][...], f["h_cross"][...], failures, attrs)
     except (KeyError, OSError) as exc:
         f.close()
-        raise TrainingSetError(f"training set '{path}' is incomplete ({exc}); delete it and rerun the stage.") from exc
+        raise TrainingSetError(f"training set '{path}' is incomplete ({exc}); delete it and rerun the training_set stage.") from exc
     f.close()
     return out

@@ -142,12 +142,29 @@ def generate_from_prior(
     rng: np.random.Generator,
     max_failures: int,
     progress: bool = False,
+    source: str | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, list[dict]]:
     """Draw ``n`` parameter sets of ``keys`` and generate their polarizations.
 
     A draw that LAL refuses (or that comes back non-finite) is logged with its
     parameters and LAL's reason and replaced by the next draw of ``rng``, so the
     result is deterministic. Nothing is dropped silently: failures are returned.
+
+    Parameters
+    ----------
+    generator : WaveformGenerator
+    priors : bilby.core.prior.PriorDict
+    keys : list of str
+        Parameters to draw (the intrinsic ones).
+    n : int
+        Number of waveforms.
+    rng : numpy.random.Generator
+    max_failures : int
+        Refused draws tolerated (from ``waveform.max_failure_fraction``, see :func:`max_failures`).
+    progress : bool
+        Show a progress bar.
+    source : str, optional
+        The prior file, named in the error message.
 
     Returns
     -------
@@ -188,11 +205,12 @@ def generate_from_prior(
         if len(failures) > max_failures:
             bar.close()
             first = failures[0]
+            prior = f" ('{source}')" if source else ""
             raise WaveformError(
-                f"{len(failures)} of {n + len(failures)} waveform draws failed ({generator.approximant}), more than "
-                f"the {max_failures} allowed by waveform.max_failure_fraction. First failure: {first['reason']} "
-                f"at {first['parameters']}. Narrow the prior to where the approximant is valid, or raise "
-                "waveform.max_failure_fraction."
+                f"{len(failures)} of {n + len(failures)} waveform draws failed ({generator.approximant} from "
+                f"{generator.domain.f_min:g} Hz), more than the {max_failures} allowed by waveform.max_failure_fraction. "
+                f"First failure: {first['reason']} at {first['parameters']}. Narrow the prior{prior} to where "
+                f"{generator.approximant} is valid, or raise waveform.max_failure_fraction."
             )
         todo = np.asarray(failed, dtype=int)
         if len(todo):
@@ -201,6 +219,66 @@ def generate_from_prior(
                 params[k][todo] = redraw[k]
     bar.close()
     return params, hp, hc, failures
+
+
+def longest_inspiral(priors, f_min: float) -> tuple[float, float, float] | None:
+    """Longest time [s] from ``f_min`` to merger of the binaries a prior allows.
+
+    The chirp time (TaylorF2, non-spinning, :func:`lalsimulation.SimInspiralTaylorF2ReducedSpinChirpTime`,
+    as bilby's ``calculate_time_to_merger`` without its safety factor) grows as the masses shrink,
+    and every mass parameterisation bilby converts (chirp mass, total mass, component masses,
+    mass ratio, symmetric mass ratio) is monotonic in the component masses, so the longest signal
+    lies at a corner of the box spanned by the two mass parameters' ranges. Constraint priors are
+    ignored (the bound is conservative).
+
+    Parameters
+    ----------
+    priors : bilby.core.prior.PriorDict
+    f_min : float
+        Starting frequency [Hz].
+
+    Returns
+    -------
+    (seconds, mass_1, mass_2) or None
+        The longest chirp time [s] and the component masses [Msun] of that corner; None when the
+        prior's masses cannot be converted (then nothing is checked).
+    """
+    import itertools
+
+    import lal
+    import lalsimulation
+    from bilby.gw.conversion import convert_to_lal_binary_black_hole_parameters
+
+    from .priors import MASS_PARAMETERS, _is_constraint, _is_fixed
+
+    ranges = {}
+    for key in MASS_PARAMETERS:
+        p = priors.get(key)
+        if p is None or _is_constraint(p):
+            continue
+        if _is_fixed(p):
+            ranges[key] = [float(p if isinstance(p, (int, float)) else p.peak)]
+        else:
+            ranges[key] = [float(p.minimum), float(p.maximum)]
+    if len(ranges) != 2:
+        return None
+    keys = list(ranges)
+    corners = np.array(list(itertools.product(*ranges.values())), dtype=float)
+    try:
+        conv, _ = convert_to_lal_binary_black_hole_parameters({k: corners[:, i] for i, k in enumerate(keys)})
+        m1 = np.broadcast_to(np.asarray(conv["mass_1"], float), (len(corners),))
+        m2 = np.broadcast_to(np.asarray(conv["mass_2"], float), (len(corners),))
+    except Exception:  # noqa: BLE001 - an unusual parameterisation: no check rather than a wrong one
+        return None
+    best = None
+    for a, b in zip(m1, m2):
+        if not (np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0):
+            continue
+        t = lalsimulation.SimInspiralTaylorF2ReducedSpinChirpTime(float(f_min), a * lal.MSUN_SI, b * lal.MSUN_SI, 0.0, -1)
+        t = max(float(t), 0.0)  # negative: f_min is beyond the binary's ISCO and the PN series fails; no inspiral in band
+        if best is None or t > best[0]:
+            best = (float(t), float(max(a, b)), float(min(a, b)))
+    return best
 
 
 def max_failures(fraction: float, n: int) -> int:

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 import gwnpe.config
 from gwnpe.errors import GwnpeError
 from gwnpe.bank import bank_settings
+from gwnpe.comparison import comparison_indices, comparison_settings
 from gwnpe.config import config_subset
 from gwnpe.injections import injection_count, injection_settings
 from gwnpe.svd import svd_settings
@@ -81,6 +82,23 @@ def get_corner_plots(wildcards=None):
     return expand(results("posteriors/corner_{i}.png"), i=range(min(config["injections"]["corner"], N_INJECTIONS)))
 
 
+try:
+    COMPARED = comparison_indices(config["comparison"], N_INJECTIONS)
+except GwnpeError as exc:
+    raise WorkflowError(f"gwnpe configuration error: {exc}") from None
+
+
+def get_comparison_outputs(wildcards=None):
+    """The Bilby comparison's tables and overlays (nothing when comparison.injections is 0 or [])."""
+    if not COMPARED:
+        return []
+    tables = ("jsd.csv", "summary.json", "jsd_table.csv", "times.csv", "evidence.csv")
+    return [
+        *[results(f"comparison/{t}") for t in tables],
+        *expand(results("comparison/corner_{i}.png"), i=COMPARED),
+    ]
+
+
 TIMED_STAGES = ("bank", "svd", "training_set", "train", "injections", "posteriors", "pp")
 
 
@@ -98,6 +116,7 @@ def get_final_output():
         results("training_set/training_set.h5"),
         results("model/model.pt"),
         results("model/history.csv"),
+        results("model/throughput.csv"),
         results("model/loss.png"),
         results("injections/injections.h5"),
         results("pp/pp.json"),
@@ -106,4 +125,5 @@ def get_final_output():
         *get_corner_plots(),
         results("report/timings.csv"),
         results("report/provenance.csv"),
+        *get_comparison_outputs(),
     ]

@@ -23,7 +23,7 @@ rule timings:
     input:
         benchmarks=get_timed_benchmarks,
         pp=results("pp/pp.json"),
-        history=results("model/history.csv"),
+        throughput=results("model/throughput.csv"),
     output:
         table=report(results("report/timings.csv"), caption="../report/timings.rst", category="Timing"),
     log:

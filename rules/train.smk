@@ -8,6 +8,7 @@ rule train:
     output:
         model=results("model/model.pt"),
         history=results("model/history.csv"),
+        throughput=results("model/throughput.csv"),
         plot=report(
             results("model/loss.png"),
             caption="../report/loss.rst",

@@ -46,3 +46,19 @@ def configure_logging(snakemake, level=logging.INFO) -> logging.Logger:
 def progress_enabled() -> bool:
     """Progress bars only on an interactive terminal (they would flood log files)."""
     return sys.stderr.isatty()
+
+
+class LoggerStream:
+    """File-like object sending each printed line to a logger (for libraries that print progress)."""
+
+    def __init__(self, logger: logging.Logger, level=logging.INFO):
+        self.logger, self.level = logger, level
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.logger.log(self.level, line.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass

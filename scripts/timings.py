@@ -3,4 +3,4 @@ from _helpers import configure_logging
 from gwnpe.diagnostics.plots import write_timings
 
 configure_logging(snakemake)  # noqa: F821
-write_timings(list(snakemake.input.benchmarks), snakemake.input.pp, snakemake.input.history, snakemake.output.table)  # noqa: F821
+write_timings(list(snakemake.input.benchmarks), snakemake.input.pp, snakemake.input.throughput, snakemake.output.table)  # noqa: F821

@@ -12,6 +12,7 @@ run_train_stage(
     out_model=snakemake.output.model,  # noqa: F821
     out_history=snakemake.output.history,  # noqa: F821
     out_plot=snakemake.output.plot,  # noqa: F821
+    out_throughput=snakemake.output.throughput,  # noqa: F821
     checkpoint_path=snakemake.params.checkpoint,  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
 )

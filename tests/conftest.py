@@ -88,3 +88,15 @@ def tiny_products(tmp_path_factory, tiny_config):
                            out_path=d / "training_set.h5", threads=2, progress=False)
     return {"config": cfg, "dir": d, "psds": psds, "basis": d / "basis.h5", "training_set": d / "training_set.h5",
             "bank": d / "bank.h5"}
+
+
+def noise_event(model, seed=0):
+    """Noise-only frequency-domain strain on a model's band with the model's PSDs (phase origin: segment start)."""
+    from gwnpe.inference.sampling import model_domain
+
+    dom = model_domain(model)
+    rng = np.random.default_rng(seed)
+    psds = {ifo: a**2 for ifo, a in zip(model.settings["detectors"], model.extra["asds"])}
+    strain = {ifo: (rng.normal(size=len(dom)) + 1j * rng.normal(size=len(dom))) * np.sqrt(psds[ifo] / (4 * dom.delta_f))
+              for ifo in psds}
+    return strain, psds

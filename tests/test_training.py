@@ -13,6 +13,7 @@ from gwnpe.domain import build_domain
 from gwnpe.errors import GwnpeError
 from gwnpe.inference import InferenceError, sample_posterior, save_result
 from gwnpe.nn.model import load_model
+from .conftest import noise_event
 from gwnpe.priors import load_priors
 from gwnpe.psd import psd_on_domain
 from gwnpe.svd import load_basis
@@ -89,7 +90,7 @@ def _train(p, tmp, epochs, on_epoch_end=None, name="m", **training):
     out.mkdir(exist_ok=True)
     hist = run_train_stage(train_settings(cfg), p["training_set"], p["basis"], p["psds"], out / "model.pt",
                            out / "history.csv", out / "loss.png", out / "checkpoint.pt", threads=2,
-                           on_epoch_end=on_epoch_end)
+                           on_epoch_end=on_epoch_end, out_throughput=out / "throughput.csv")
     return out, hist, cfg
 
 
@@ -105,8 +106,10 @@ def test_loss_decreases_and_outputs_are_written(trained):
     assert hist[-1]["train_loss"] < hist[0]["train_loss"] - 0.2
     assert hist[-1]["validation_loss"] < hist[0]["validation_loss"]
     lines = (out / "history.csv").read_text().splitlines()
-    assert lines[0] == "epoch,train_loss,validation_loss,learning_rate,wall_time,samples_per_second"
+    assert lines[0] == "epoch,train_loss,validation_loss,learning_rate"
     assert len(lines) == 7
+    rows = (out / "throughput.csv").read_text().splitlines()
+    assert rows[0] == "epoch,wall_time,samples_per_second" and len(rows) == 7 and float(rows[1].split(",")[2]) > 0
     assert (out / "loss.png").stat().st_size > 5000
     assert not (out / "checkpoint.pt").exists()  # removed once the model is written
 
@@ -180,15 +183,7 @@ def test_cuda_requested_without_gpu_is_a_clear_error(tiny_products, tmp_path):
 
 
 def _event(model, p, seed=0):
-    """Noise-only FD strain on the model's band with the model's PSDs (phase origin: segment start)."""
-    from gwnpe.inference.sampling import model_domain
-
-    dom = model_domain(model)
-    rng = np.random.default_rng(seed)
-    psds = {ifo: a**2 for ifo, a in zip(model.settings["detectors"], model.extra["asds"])}
-    strain = {ifo: (rng.normal(size=len(dom)) + 1j * rng.normal(size=len(dom))) * np.sqrt(psds[ifo] / (4 * dom.delta_f))
-              for ifo in psds}
-    return strain, psds
+    return noise_event(model, seed)
 
 
 def test_sampling_shapes_units_and_prior_bounds(trained, tiny_products, tmp_path):
@@ -260,11 +255,16 @@ def test_time_domain_strain_files_through_the_cli(trained, tiny_products, tmp_pa
     res = subprocess.run(
         [str(Path(sys.executable).with_name("gwnpe")), "sample", "--model", str(out / "model.pt"), "--strain",
          *[f"{k}={v}" for k, v in files.items()], "--psd", *[f"{k}={v}" for k, v in tiny_products["psds"].items()],
-         "-n", "500", "-o", str(tmp_path / "post.hdf5"), "--seed", "1"],
+         "-n", "500", "-o", str(tmp_path / "post.hdf5"), "--seed", "1", "--importance-sampling"],
         capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "importance sampling" in res.stdout
     r = bilby.core.result.read_in_result(str(tmp_path / "post.hdf5"))
     assert len(r.posterior) == 500 and r.sampling_time.total_seconds() > 0  # bilby reads it back as a timedelta
+    # NPE+IS: weights (mean 1) and the exact likelihood of every sample, and a finite evidence
+    assert r.posterior["weights"].mean() == pytest.approx(1.0)
+    assert np.isfinite(r.posterior["log_likelihood"]).all() and np.isfinite(r.log_bayes_factor)
+    assert r.log_evidence == pytest.approx(r.log_bayes_factor + r.log_noise_evidence)
     # wrong sampling rate is named
     bad = tmp_path / "bad.hdf5"
     with h5py.File(bad, "w") as f:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import shutil
 import weakref
 from pathlib import Path
 

@@ -78,6 +78,66 @@ def test_tiny_workflow_produces_every_output(tiny_run):
 
 
 @pytest.mark.slow
+def test_tiny_workflow_compares_with_bilby(tiny_run):
+    """comparison.injections: [1] in tiny.yaml: a (budget-capped) bilby run, NPE+IS and the comparison tables."""
+    import json
+
+    import bilby
+    import pandas as pd
+
+    wd, _ = tiny_run
+    out = wd / "results/tiny"
+    for rel in ("bilby/injection_1/result.hdf5", "bilby/injection_1/bilby.log", "importance_sampling/injection_1.hdf5",
+                "comparison/jsd_table.csv", "comparison/times.csv", "comparison/evidence.csv", "comparison/corner_1.png"):
+        assert (out / rel).exists(), rel
+    assert not (out / "bilby/injection_0").exists()
+    jsd = pd.read_csv(out / "comparison/jsd.csv")
+    assert len(jsd) == 9 * 2 and set(jsd.method) == {"npe", "npe_is"} and set(jsd.injection) == {1}
+    assert ((jsd.jsd >= 0) & (jsd.jsd <= np.log(2) + 1e-9)).all()
+    summary = json.loads((out / "comparison/summary.json").read_text())
+    one = summary["per_injection"]["1"]
+    assert one["time_ratio_npe"] == pytest.approx(one["bilby"]["sampling_time_s"] / one["npe"]["time_s"])
+    assert set(summary["aggregate"]["goals"]) == {"jsd_npe_is_max_below_0.002", "is_efficiency_median_above_10pc",
+                                                  "log_bayes_factor_within_2_sigma", "npe_1000x_faster"}
+    r = bilby.core.result.read_in_result(str(out / "importance_sampling/injection_1.hdf5"))
+    assert len(r.posterior) == 2000 and r.posterior["weights"].mean() == pytest.approx(1.0)
+    assert r.injection_parameters["chirp_mass"] == pytest.approx(
+        bilby.core.result.read_in_result(str(out / "bilby/injection_1/result.hdf5")).injection_parameters["chirp_mass"])
+
+
+# Outputs that record wall times or the machine: compared by content below, not by bytes.
+MACHINE_DEPENDENT = ("logs/", "benchmarks/", "model/throughput.csv", "report/timings.csv", "report/provenance.csv",
+                     "posteriors/injection_", "pp/pp.json", "bilby/", "importance_sampling/", "comparison/")
+
+
+@pytest.mark.slow
+def test_two_runs_of_the_same_config_are_byte_identical(tiny_run, tmp_path):
+    """Every CPU stage, training included: same config and seed -> the same bytes (timings aside)."""
+    import bilby
+
+    from .conftest import sha256
+
+    wd1, _ = tiny_run
+    wd2 = _copy_workflow(tmp_path)
+    res = _smk(wd2, _config(wd2))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    out1, out2 = wd1 / "results/tiny", wd2 / "results/tiny"
+    files = sorted(p.relative_to(out1).as_posix() for p in out1.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(out2).as_posix() for p in out2.rglob("*") if p.is_file()) == files
+    compared = [f for f in files if not f.startswith(MACHINE_DEPENDENT) and not f.endswith(".png.tmp")]
+    for must in ("psd/H1_psd.txt", "bank/bank.h5", "svd/basis.h5", "training_set/training_set.h5", "model/model.pt",
+                 "model/history.csv", "injections/injections.h5", "pp/pvalues.csv", "model/loss.png"):
+        assert must in compared, must
+    differ = [f for f in compared if sha256(out1 / f) != sha256(out2 / f)]
+    assert not differ, differ
+    # files that carry wall times: their samples are identical
+    for rel in ("posteriors/injection_0.hdf5", "importance_sampling/injection_1.hdf5", "bilby/injection_1/result.hdf5"):
+        a = bilby.core.result.read_in_result(str(out1 / rel)).posterior
+        b = bilby.core.result.read_in_result(str(out2 / rel)).posterior
+        assert a.equals(b), rel
+
+
+@pytest.mark.slow
 def test_rerun_does_nothing_and_a_changed_setting_reruns_only_its_stages(tiny_run):
     wd, cfg = tiny_run
     res = _smk(wd, cfg, "-n")
@@ -106,6 +166,8 @@ def test_lint_is_clean():
         ({"detectors": ["H1", "Q1"]}, "'Q1'"),
         ({"bank": {"size": 120}}, "bank.size = 120"),
         ({"svd": {"size": "many"}}, "svd.size"),
+        ({"comparison": {"injections": [3, 99]}}, "comparison.injections names injection index 99"),
+        ({"comparison": {"injections": 30}}, "the campaign has 24"),
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, overrides, needle):

@@ -36,7 +36,7 @@ def plot_corner(posterior_path, out_path, parameters: list[str] | None = None) -
         tmp.unlink(missing_ok=True)
 
 
-def write_timings(benchmark_files: list, pp_json, history_csv, out_csv) -> None:
+def write_timings(benchmark_files: list, pp_json, throughput_csv, out_csv) -> None:
     """Wall time of each stage (Snakemake benchmark files), training time and inference time per event."""
     rows = []
     for f in benchmark_files:
@@ -44,7 +44,7 @@ def write_timings(benchmark_files: list, pp_json, history_csv, out_csv) -> None:
             rec = next(csv.DictReader(fh, delimiter="\t"))
         stage = Path(f).with_suffix("").as_posix().split("/benchmarks/")[-1]
         rows.append((f"stage {stage} (wall time)", float(rec["s"])))
-    with open(history_csv) as fh:
+    with open(throughput_csv) as fh:
         hist = list(csv.DictReader(fh))
     if hist:
         rows.append(("training: total over epochs", sum(float(h["wall_time"]) for h in hist)))

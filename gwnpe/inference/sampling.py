@@ -72,7 +72,11 @@ def _check_inputs(model, strain: dict, psds: dict) -> None:
                     f"1/{model.settings['domain']['duration']} Hz); the data are on another grid."
                 )
             if not np.all(np.isfinite(arr)):
-                raise InferenceError(f"{what} of {ifo} has {np.sum(~np.isfinite(arr))} non-finite (NaN/inf) bins.")
+                raise InferenceError(
+                    f"{what} of {ifo} has {np.sum(~np.isfinite(arr))} non-finite (NaN/inf) bins: the data have a gap or "
+                    "are flagged there; choose a segment without gaps (another trigger time) or gate/inpaint the data "
+                    "before the FFT."
+                )
         if np.any(np.asarray(psds[ifo]) <= 0):
             raise InferenceError(f"PSD of {ifo} has zero or negative bins inside the band.")
 
@@ -92,13 +96,16 @@ def whitened_strain(model, strain: dict, psds: dict, start_time: float | None) -
 
 @torch.no_grad()
 def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | None = None, max_rounds: int = 20,
-                    batch_events: int = 16, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                    batch_events: int = 16, device: str | torch.device = "cpu", return_acceptance: bool = False):
     """n in-prior samples for each of E events of whitened strain ``d`` (E, n_det, n_bins).
 
     Returns
     -------
     theta : (E, n, D) ndarray in physical units (``geocent_time`` relative to the trigger)
     log_q : (E, n) ndarray, the flow density of each sample
+    acceptance : (E,) ndarray, only with ``return_acceptance``
+        Fraction of the flow's draws that fell inside the prior (normalises the truncated
+        proposal; importance-sampling evidences need it).
     """
     priors = model_priors(model)
     names = model.parameter_names
@@ -112,10 +119,13 @@ def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | Non
     E = d.shape[0]
     theta_out = np.empty((E, n, len(names)))
     logq_out = np.empty((E, n))
+    acc_out = np.empty(E)
     for e0 in range(0, E, batch_events):
         de = d[e0 : e0 + batch_events]
         have = [[] for _ in range(len(de))]
         counts = np.zeros(len(de), int)
+        drawn = np.zeros(len(de), int)
+        accepted = np.zeros(len(de), int)
         for _ in range(max_rounds):
             need = n - counts.min()
             if need <= 0:
@@ -128,6 +138,8 @@ def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | Non
                 ok = np.isfinite(priors.ln_prob({k: th[j, :, i] for i, k in enumerate(names)}, axis=0))
                 have[j].append((th[j][ok], lq[j][ok]))
                 counts[j] += ok.sum()
+                drawn[j] += ok.size
+                accepted[j] += ok.sum()
         if counts.min() < n:
             raise InferenceError(
                 f"fewer than {n} of the flow's samples fell inside the prior after {max_rounds} rounds "
@@ -136,6 +148,9 @@ def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | Non
         for j in range(len(de)):
             theta_out[e0 + j] = np.concatenate([h[0] for h in have[j]])[:n]
             logq_out[e0 + j] = np.concatenate([h[1] for h in have[j]])[:n]
+            acc_out[e0 + j] = accepted[j] / drawn[j]
+    if return_acceptance:
+        return theta_out, logq_out, acc_out
     return theta_out, logq_out
 
 
@@ -159,13 +174,13 @@ def sample_posterior(model, strain: dict, psds: dict, n: int, start_time: float 
     Returns
     -------
     dict with ``samples`` (dict of arrays incl. derived masses, ``geocent_time`` in GPS s),
-    ``log_q`` and ``sampling_time`` [s].
+    ``log_q``, ``acceptance`` (fraction of flow draws inside the prior) and ``sampling_time`` [s].
     """
     t0 = time.perf_counter()
     d = whitened_strain(model, strain, psds, start_time)
-    theta, logq = sample_whitened(model, d, n, seed=seed, device=device)
+    theta, logq, acc = sample_whitened(model, d, n, seed=seed, device=device, return_acceptance=True)
     samples = to_physical(model, theta[0])
-    return {"samples": samples, "log_q": logq[0], "sampling_time": time.perf_counter() - t0}
+    return {"samples": samples, "log_q": logq[0], "acceptance": float(acc[0]), "sampling_time": time.perf_counter() - t0}
 
 
 def to_physical(model, theta: np.ndarray) -> dict:
@@ -179,8 +194,14 @@ def to_physical(model, theta: np.ndarray) -> dict:
 
 
 def save_result(path, model, samples: dict, log_q: np.ndarray, sampling_time: float, label: str = "gwnpe",
-                injection_parameters: dict | None = None, meta_data: dict | None = None) -> None:
-    """Write a bilby Result file (HDF5 or JSON by extension), atomically."""
+                injection_parameters: dict | None = None, meta_data: dict | None = None,
+                extra_columns: dict | None = None, evidence: dict | None = None) -> None:
+    """Write a bilby Result file (HDF5 or JSON by extension), atomically.
+
+    ``extra_columns`` (e.g. importance weights) are added to the posterior table; ``evidence``
+    (``log_evidence``, ``log_evidence_err``, ``log_noise_evidence``, ``log_bayes_factor``) fills
+    the Result's evidence fields.
+    """
     import bilby
     import pandas as pd
 
@@ -190,6 +211,8 @@ def save_result(path, model, samples: dict, log_q: np.ndarray, sampling_time: fl
     priors = to_absolute_time(model_priors(model), model.settings["trigger_time"])
     posterior = pd.DataFrame({k: np.asarray(v) for k, v in samples.items()})
     posterior["log_q"] = log_q
+    for k, v in (extra_columns or {}).items():
+        posterior[k] = np.asarray(v)
     result = bilby.core.result.Result(
         label=label,
         outdir=str(path.parent),
@@ -201,17 +224,31 @@ def save_result(path, model, samples: dict, log_q: np.ndarray, sampling_time: fl
         meta_data={"gwnpe": {"model_provenance": model.provenance, "trigger_time": model.settings["trigger_time"],
                              "detectors": model.settings["detectors"], **(meta_data or {})}},
         sampling_time=sampling_time,
+        **(evidence or {}),
     )
+    write_result(result, path)
+
+
+def write_result(result, path) -> None:
+    """Save a bilby Result to ``path`` (.hdf5 or .json) atomically; a failed write leaves nothing."""
+    from .. import provenance
+
+    path = Path(path)
     ext = path.suffix.lstrip(".") or "hdf5"
     if ext not in ("hdf5", "json"):
         raise InferenceError(f"output '{path}' must end in .hdf5 or .json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        result.save_to_file(filename=str(tmp), extension=ext, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with provenance.atomic_output(path) as tmp:
+        # bilby's save_to_file catches every write error, logs it and pickles the Result to
+        # <tmp without extension>.pkl instead of raising: treat that pickle as the failure it is.
+        fallback = Path(f"{os.path.splitext(tmp)[0]}.pkl")
+        try:
+            result.save_to_file(filename=str(tmp), extension=ext, overwrite=True)
+        finally:
+            failed = fallback.exists()
+            fallback.unlink(missing_ok=True)
+        if failed:
+            raise InferenceError(f"could not write the result file '{path}' (bilby's error is logged above); "
+                                 "nothing was written. Fix the cause and rerun.")
 
 
 # -- strain files -----------------------------------------------------------------------------

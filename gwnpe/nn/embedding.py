@@ -45,7 +45,21 @@ class BasisProjection(nn.Module):
                 self.weight.copy_(basis_weight(V.to(torch.complex128)).to(self.weight.dtype).expand(n_detectors, -1, -1))
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
-        """(B, n_det, n_bins) complex -> (B, n_det * 2K) real."""
+        """(B, n_det, n_bins) complex -> (B, n_det * 2K) real.
+
+        Raises
+        ------
+        ModelError
+            If ``d`` is not (B, n_detectors, n_bins): data for other detectors or another frequency grid.
+        """
+        if d.ndim != 3 or d.shape[1] != self.n_detectors or d.shape[2] != self.n_bins:
+            from ..errors import ModelError
+
+            raise ModelError(
+                f"whitened strain of shape {tuple(d.shape)} given to a network built for (batch, "
+                f"{self.n_detectors} detectors, {self.n_bins} frequency bins); the data are for other detectors or "
+                "on another frequency grid. Make them with the model's detectors and domain (model.settings)."
+            )
         x = torch.cat([d.real, d.imag], dim=-1).to(self.weight.dtype)
         out = torch.einsum("bdn,dkn->bdk", x, self.weight) + self.bias
         return out.flatten(1)

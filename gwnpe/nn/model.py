@@ -101,25 +101,45 @@ def save_model(path: str | Path, model: NPEModel, provenance: dict, extra: dict 
         "provenance": provenance,
         **(extra or {}),
     }
-    with atomic_output(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)  # through a file object, a full disk raises OSError(ENOSPC), not a zip RuntimeError
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> NPEModel:
-    """Rebuild a saved model on ``device`` (eval mode)."""
-    from ..errors import GwnpeError
+    """Rebuild a saved model on ``device`` (eval mode).
+
+    Raises
+    ------
+    ModelError
+        If the file is missing, unreadable (e.g. truncated), not a gwnpe model, or its weights do
+        not fit the settings stored with them; the message names the file and the train stage.
+    """
+    from ..errors import ModelError
 
     path = Path(path)
     if not path.is_file():
-        raise GwnpeError(f"model file '{path}' does not exist; run the train stage first.")
+        raise ModelError(f"model file '{path}' does not exist; run the train stage first.")
     try:
         obj = torch.load(path, map_location=device, weights_only=False)
     except Exception as exc:
-        raise GwnpeError(f"model file '{path}' is unreadable ({exc}); retrain or restore it.") from exc
+        raise ModelError(
+            f"model file '{path}' is unreadable or truncated ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "delete it and rerun the train stage, or restore it."
+        ) from exc
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
-        raise GwnpeError(f"'{path}' is not a gwnpe model file (format {MODEL_FORMAT}).")
-    model = build_model(obj["settings"])
-    model.load_state_dict(obj["state_dict"])
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise ModelError(
+            f"'{path}' is not a gwnpe model file (format {MODEL_FORMAT}, found {found!r}); pass the model.pt "
+            "written by the train stage (results/<run>/model/model.pt), or rerun that stage."
+        )
+    try:
+        model = build_model(obj["settings"])
+        model.load_state_dict(obj["state_dict"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise ModelError(
+            f"model file '{path}' is incomplete or its weights do not fit its settings ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0]}); delete it and rerun the train stage."
+        ) from exc
     model.provenance = obj.get("provenance")
     model.extra = {k: v for k, v in obj.items() if k not in ("state_dict", "settings", "provenance", "format")}
     return model.to(device).eval()

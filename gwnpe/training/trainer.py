@@ -90,12 +90,14 @@ def run_train_stage(
     checkpoint_path,
     threads: int = 1,
     on_epoch_end: Callable[[int, list[dict]], None] | None = None,
+    out_throughput=None,
 ) -> list[dict]:
     """Train the model; resume from ``checkpoint_path`` when it holds a run with the same settings.
 
     Writes ``out_model`` (weights, settings, provenance), ``out_history`` (CSV: epoch,
-    train_loss, validation_loss, learning_rate, wall_time, samples_per_second) and
-    ``out_plot`` (loss curves). Returns the history.
+    train_loss, validation_loss, learning_rate; byte-identical for the same seed on the CPU),
+    ``out_plot`` (loss curves) and, when given, ``out_throughput`` (CSV: epoch, wall_time [s],
+    samples_per_second; machine-dependent, hence kept apart). Returns the history.
     """
     torch.set_num_threads(max(1, int(threads)))
     tr = settings["training"]
@@ -132,6 +134,7 @@ def run_train_stage(
         "trigger_time": settings["trigger_time"],
         "prior_file": Path(settings["priors"]).read_text(),
         "reference_distance": settings["waveform"]["reference_distance"],
+        "waveform": dict(settings["waveform"]),  # for importance sampling with the exact likelihood
     }
     torch.manual_seed(_seed(seed, "init"))
     model = build_model(model_settings, torch.from_numpy(basis.V), mean, std).to(device)
@@ -196,9 +199,9 @@ def run_train_stage(
         history.append(row)
         logger.info("epoch %d/%d: train %.4f, validation %.4f, lr %.2e, %.1f s, %.0f samples/s",
                     row["epoch"], tr["epochs"], row["train_loss"], val, row["learning_rate"], wall, row["samples_per_second"])
-        with provenance.atomic_output(checkpoint_path) as tmp:
+        with provenance.atomic_output(checkpoint_path) as tmp, open(tmp, "wb") as fh:
             torch.save({"format": CHECKPOINT_FORMAT, "run_hash": run_hash, "epoch": epoch + 1, "model": model.state_dict(),
-                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history}, tmp)
+                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history}, fh)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
 
@@ -207,21 +210,24 @@ def run_train_stage(
     model.cpu()
     save_model(out_model, model, prov, extra={"asds": asds, "frequencies": domain.frequencies, "epochs_trained": len(history)})
     write_history(out_history, history)
+    if out_throughput is not None:
+        write_history(out_throughput, history, THROUGHPUT_COLUMNS)
     plot_history(out_plot, history)
     checkpoint_path.unlink(missing_ok=True)
     return history
 
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "validation_loss", "learning_rate", "wall_time", "samples_per_second")
+HISTORY_COLUMNS = ("epoch", "train_loss", "validation_loss", "learning_rate")
+THROUGHPUT_COLUMNS = ("epoch", "wall_time", "samples_per_second")
 
 
-def write_history(path, history: list[dict]) -> None:
+def write_history(path, history: list[dict], columns=HISTORY_COLUMNS) -> None:
     with provenance.atomic_output(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+            w = csv.DictWriter(f, fieldnames=columns)
             w.writeheader()
             for row in history:
-                w.writerow({k: row[k] for k in HISTORY_COLUMNS})
+                w.writerow({k: row[k] for k in columns})
 
 
 def plot_history(path, history: list[dict]) -> None:

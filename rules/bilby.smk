@@ -1,0 +1,25 @@
+rule bilby:
+    """bilby + dynesty on one injection: same strain, PSDs, prior, waveform model and band as gwnpe.
+
+    A killed job resumes from bilby's checkpoint (results/{run}/bilby/injection_{i}/sampler) when rerun;
+    `threads` become dynesty's pool.
+    """
+    input:
+        injections=results("injections/injections.h5"),
+        priors=get_prior_file,
+    output:
+        result=results("bilby/injection_{i}/result.hdf5"),
+    params:
+        settings=comparison_settings(config),
+        code=code_version("gwnpe.comparison", "gwnpe.inference.likelihood", "gwnpe.priors", "gwnpe.injections"),
+    log:
+        results("bilby/injection_{i}/bilby.log"),
+    benchmark:
+        benchmarks("bilby/injection_{i}.tsv")
+    threads: 2
+    resources:
+        runtime=240,
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/bilby.py"

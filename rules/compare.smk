@@ -1,0 +1,68 @@
+rule importance_sampling:
+    """NPE samples of one compared injection reweighted with the exact bilby likelihood (NPE+IS)."""
+    input:
+        model=results("model/model.pt"),
+        injections=results("injections/injections.h5"),
+    output:
+        result=results("importance_sampling/injection_{i}.hdf5"),
+    params:
+        settings=comparison_settings(config),
+        code=code_version("gwnpe.comparison", "gwnpe.inference.likelihood", "gwnpe.inference.sampling", "gwnpe.nn.model"),
+    log:
+        logs("importance_sampling/injection_{i}.log"),
+    benchmark:
+        benchmarks("importance_sampling/injection_{i}.tsv")
+    threads: 1
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/importance_sampling.py"
+
+
+rule compare:
+    """JS divergences (NPE and NPE+IS vs bilby), log Bayes factors and wall-time ratios."""
+    input:
+        bilby=expand(results("bilby/injection_{i}/result.hdf5"), i=COMPARED),
+        npe_is=expand(results("importance_sampling/injection_{i}.hdf5"), i=COMPARED),
+    output:
+        jsd=results("comparison/jsd.csv"),
+        summary=results("comparison/summary.json"),
+        jsd_table=report(results("comparison/jsd_table.csv"), caption="../report/jsd.rst", category="Comparison with Bilby"),
+        times=report(results("comparison/times.csv"), caption="../report/time_ratio.rst", category="Comparison with Bilby"),
+        evidence=report(results("comparison/evidence.csv"), caption="../report/evidence.rst", category="Comparison with Bilby"),
+    params:
+        settings=comparison_settings(config),
+        indices=COMPARED,
+        code=code_version("gwnpe.comparison", "gwnpe.diagnostics.jsd"),
+    log:
+        logs("compare.log"),
+    benchmark:
+        benchmarks("compare.tsv")
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/compare.py"
+
+
+rule compare_corner:
+    """Corner overlay of bilby, NPE and NPE+IS posteriors of one compared injection."""
+    input:
+        bilby=results("bilby/injection_{i}/result.hdf5"),
+        npe_is=results("importance_sampling/injection_{i}.hdf5"),
+    output:
+        plot=report(
+            results("comparison/corner_{i}.png"),
+            caption="../report/compare_corner.rst",
+            category="Comparison with Bilby",
+            labels={"injection": "{i}"},
+        ),
+    params:
+        code=code_version("gwnpe.comparison"),
+    log:
+        logs("compare_corner/{i}.log"),
+    benchmark:
+        benchmarks("compare_corner/{i}.tsv")
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/compare_corner.py"

@@ -1,0 +1,22 @@
+import contextlib
+import logging
+
+from _helpers import LoggerStream, configure_logging
+
+from gwnpe.comparison import run_bilby_stage
+
+log = configure_logging(snakemake)  # noqa: F821
+# bilby's own messages and dynesty's progress lines (printed to stdout) belong in this rule's log
+bilby_logger = logging.getLogger("bilby")
+bilby_logger.setLevel(logging.INFO)
+for handler in logging.getLogger().handlers:
+    if isinstance(handler, logging.FileHandler):
+        bilby_logger.addHandler(handler)
+with contextlib.redirect_stdout(LoggerStream(logging.getLogger("gwnpe.dynesty"))):
+    run_bilby_stage(
+        snakemake.params.settings,  # noqa: F821
+        snakemake.input.injections,  # noqa: F821
+        int(snakemake.wildcards.i),  # noqa: F821
+        snakemake.output.result,  # noqa: F821
+        threads=snakemake.threads,  # noqa: F821
+    )

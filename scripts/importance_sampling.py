@@ -1,0 +1,13 @@
+from _helpers import configure_logging
+
+from gwnpe.comparison import run_importance_sampling_stage
+
+configure_logging(snakemake)  # noqa: F821
+run_importance_sampling_stage(
+    snakemake.params.settings,  # noqa: F821
+    snakemake.input.model,  # noqa: F821
+    snakemake.input.injections,  # noqa: F821
+    int(snakemake.wildcards.i),  # noqa: F821
+    snakemake.output.result,  # noqa: F821
+    threads=snakemake.threads,  # noqa: F821
+)
