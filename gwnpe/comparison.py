@@ -367,17 +367,22 @@ def plot_overlay(bilby_path, is_path, out_path) -> None:
         hi = max(np.percentile(rb.posterior[k], 99.5), np.percentile(ri.posterior[k], 99.5))
         ranges.append((lo, hi) if hi > lo else (lo - 1, hi + 1))
     kw = dict(bins=30, smooth=0.9, plot_datapoints=False, plot_density=False, levels=(0.5, 0.9), range=ranges,
-              labels=keys, hist_kwargs={"density": True})
-    fig = corner.corner(rb.posterior[keys].to_numpy(), color="k", truths=truths, truth_color="tab:orange",
-                        hist_kwargs={"density": True, "color": "k"}, **{k: v for k, v in kw.items() if k != "hist_kwargs"})
-    corner.corner(ri.posterior[keys].to_numpy(), fig=fig, color="tab:blue",
-                  hist_kwargs={"density": True, "color": "tab:blue", "ls": "--"},
-                  **{k: v for k, v in kw.items() if k != "hist_kwargs"})
-    corner.corner(ri.posterior[keys].to_numpy(), weights=ri.posterior["weights"].to_numpy(), fig=fig, color="tab:red",
-                  hist_kwargs={"density": True, "color": "tab:red"}, **{k: v for k, v in kw.items() if k != "hist_kwargs"})
-    fig.legend(handles=[Line2D([], [], color="k", label="bilby (dynesty)"),
-                        Line2D([], [], color="tab:blue", ls="--", label="gwnpe NPE"),
-                        Line2D([], [], color="tab:red", label="gwnpe NPE+IS")], loc="upper right", fontsize=14)
+              labels=keys)
+    layers = [("gwnpe NPE", ri.posterior, None, "tab:blue", "--"),
+              ("bilby (dynesty)", rb.posterior, None, "k", "-"),
+              ("gwnpe NPE+IS", ri.posterior, ri.posterior["weights"].to_numpy(), "tab:red", "-")]
+    fig, handles, skipped = None, [], []
+    for label, post, weights, color, ls in layers:
+        if len(post) <= len(keys):  # corner needs more samples than dimensions (a budget-capped smoke run)
+            skipped.append(f"{label}: only {len(post)} samples")
+            continue
+        fig = corner.corner(post[keys].to_numpy(), weights=weights, fig=fig, color=color,
+                            truths=truths if fig is None else None, truth_color="tab:orange",
+                            hist_kwargs={"density": True, "color": color, "ls": ls}, **kw)
+        handles.append(Line2D([], [], color=color, ls=ls, label=label))
+    fig.legend(handles=handles, loc="upper right", fontsize=14)
+    if skipped:
+        fig.suptitle("not shown: " + "; ".join(skipped), fontsize=12)
     with provenance.atomic_output(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=70)
     plt.close(fig)
