@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 GOALS = {"jsd_max_nat": 0.002, "is_efficiency_median_min": 0.10, "log_evidence_max_sigma": 2.0, "speedup_min": 1000.0}
 
 
+#: Fewest bilby posterior samples a JSD is computed from.
+MIN_REFERENCE_SAMPLES = 10
+
+
 class ComparisonError(GwnpeError):
     """A compared injection does not exist, or the inputs of the comparison do not fit together."""
 
@@ -139,11 +143,14 @@ def run_bilby_stage(settings: dict, injections_path, index: int, out_path, threa
     logger.info("bilby/dynesty for injection %d (network optimal SNR %.1f)%s", index, inj["snr"]["network_optimal"],
                 ", resuming from its checkpoint" if resumed else "")
     s = cmp["sampler"]
+    # seeds dynesty's rstate and bilby's global generator (used when nested samples are resampled)
+    run_seed = int(settings["seed"]) * 1000 + index
+    bilby.core.utils.random.seed(run_seed)
     t0 = time.perf_counter()
     result = bilby.run_sampler(
         likelihood=likelihood, priors=priors, sampler="dynesty", outdir=str(workdir), label="dynesty",
         nlive=s["nlive"], sample=s["sample"], naccept=s["naccept"], dlogz=s["dlogz"], npool=max(1, int(threads)),
-        maxcall=s["max_calls"], check_point_delta_t=s["checkpoint_interval"], rstate=np.random.default_rng(int(settings["seed"]) * 1000 + index), resume=True,
+        maxcall=s["max_calls"], check_point_delta_t=s["checkpoint_interval"], seed=run_seed, resume=True,
         injection_parameters=truth, plot=False, save="hdf5", print_method="interval-60",
     )
     wall = time.perf_counter() - t0
@@ -247,6 +254,12 @@ def compare_injection(bilby_result, is_result, parameters: list[str], n_bootstra
 
     ref = bilby_result.posterior
     post = is_result.posterior
+    if len(ref) < MIN_REFERENCE_SAMPLES:
+        raise ComparisonError(
+            f"the bilby result of injection {bilby_result.meta_data['gwnpe']['injection']} has {len(ref)} posterior "
+            f"samples, too few to compare (at least {MIN_REFERENCE_SAMPLES}); the run stopped early: raise "
+            "comparison.sampler.max_calls (or set it to null) or comparison.sampler.nlive."
+        )
     w = post["weights"].to_numpy()
     rows = []
     for j, k in enumerate(parameters):

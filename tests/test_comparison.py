@@ -295,3 +295,17 @@ def test_bad_injection_index_and_missing_result_are_named(two_d, tmp_path):
     bad.write_bytes(b"not a result")
     with pytest.raises(ComparisonError, match="cannot be read.*delete it and rerun"):
         _read_result(bad, "bilby")
+
+
+def test_too_few_reference_samples_is_a_clear_error():
+    import bilby
+    import pandas as pd
+
+    from gwnpe.comparison import compare_injection
+
+    ref = bilby.core.result.Result(posterior=pd.DataFrame({"chirp_mass": [30.0, 31.0, 29.5]}),
+                                   meta_data={"gwnpe": {"injection": 2}})
+    npe = bilby.core.result.Result(posterior=pd.DataFrame({"chirp_mass": np.linspace(28, 32, 100), "weights": 1.0}),
+                                   meta_data={"gwnpe": {}})
+    with pytest.raises(ComparisonError, match="injection 2 has 3 posterior samples.*comparison.sampler.max_calls"):
+        compare_injection(ref, npe, ["chirp_mass"], 0, 0)

@@ -79,7 +79,7 @@ def test_tiny_workflow_produces_every_output(tiny_run):
 
 @pytest.mark.slow
 def test_tiny_workflow_compares_with_bilby(tiny_run):
-    """comparison.injections: [1] in tiny.yaml: a (budget-capped) bilby run, NPE+IS and the comparison tables."""
+    """comparison.injections: [6] in tiny.yaml: a (budget-capped) bilby run, NPE+IS and the comparison tables."""
     import json
 
     import bilby
@@ -87,22 +87,22 @@ def test_tiny_workflow_compares_with_bilby(tiny_run):
 
     wd, _ = tiny_run
     out = wd / "results/tiny"
-    for rel in ("bilby/injection_1/result.hdf5", "bilby/injection_1/bilby.log", "importance_sampling/injection_1.hdf5",
-                "comparison/jsd_table.csv", "comparison/times.csv", "comparison/evidence.csv", "comparison/corner_1.png"):
+    for rel in ("bilby/injection_6/result.hdf5", "bilby/injection_6/bilby.log", "importance_sampling/injection_6.hdf5",
+                "comparison/jsd_table.csv", "comparison/times.csv", "comparison/evidence.csv", "comparison/corner_6.png"):
         assert (out / rel).exists(), rel
-    assert not (out / "bilby/injection_0").exists()
+    assert not (out / "bilby/injection_1").exists()
     jsd = pd.read_csv(out / "comparison/jsd.csv")
-    assert len(jsd) == 9 * 2 and set(jsd.method) == {"npe", "npe_is"} and set(jsd.injection) == {1}
+    assert len(jsd) == 9 * 2 and set(jsd.method) == {"npe", "npe_is"} and set(jsd.injection) == {6}
     assert ((jsd.jsd >= 0) & (jsd.jsd <= np.log(2) + 1e-9)).all()
     summary = json.loads((out / "comparison/summary.json").read_text())
-    one = summary["per_injection"]["1"]
+    one = summary["per_injection"]["6"]
     assert one["time_ratio_npe"] == pytest.approx(one["bilby"]["sampling_time_s"] / one["npe"]["time_s"])
     assert set(summary["aggregate"]["goals"]) == {"jsd_npe_is_max_below_0.002", "is_efficiency_median_above_10pc",
                                                   "log_bayes_factor_within_2_sigma", "npe_1000x_faster"}
-    r = bilby.core.result.read_in_result(str(out / "importance_sampling/injection_1.hdf5"))
+    r = bilby.core.result.read_in_result(str(out / "importance_sampling/injection_6.hdf5"))
     assert len(r.posterior) == 2000 and r.posterior["weights"].mean() == pytest.approx(1.0)
     assert r.injection_parameters["chirp_mass"] == pytest.approx(
-        bilby.core.result.read_in_result(str(out / "bilby/injection_1/result.hdf5")).injection_parameters["chirp_mass"])
+        bilby.core.result.read_in_result(str(out / "bilby/injection_6/result.hdf5")).injection_parameters["chirp_mass"])
 
 
 # Outputs that record wall times or the machine: compared by content below, not by bytes.
@@ -131,7 +131,7 @@ def test_two_runs_of_the_same_config_are_byte_identical(tiny_run, tmp_path):
     differ = [f for f in compared if sha256(out1 / f) != sha256(out2 / f)]
     assert not differ, differ
     # files that carry wall times: their samples are identical
-    for rel in ("posteriors/injection_0.hdf5", "importance_sampling/injection_1.hdf5", "bilby/injection_1/result.hdf5"):
+    for rel in ("posteriors/injection_0.hdf5", "importance_sampling/injection_6.hdf5", "bilby/injection_6/result.hdf5"):
         a = bilby.core.result.read_in_result(str(out1 / rel)).posterior
         b = bilby.core.result.read_in_result(str(out2 / rel)).posterior
         assert a.equals(b), rel
