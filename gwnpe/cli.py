@@ -113,7 +113,7 @@ def cmd_sample(args) -> int:
     extra = evidence = None
     message = f"{args.n} samples in {out['sampling_time']:.2f} s"
     if args.importance_sampling:
-        from .inference.likelihood import importance_sample, warn_if_inefficient
+        from .inference.likelihood import importance_result_fields, importance_sample, warn_if_inefficient
 
         wf = model.settings.get("waveform", {})
         approximant = args.approximant or wf.get("approximant")
@@ -124,10 +124,7 @@ def cmd_sample(args) -> int:
         res = importance_sample(model, strain, psds, start, out["samples"], out["log_q"], args.n / out["acceptance"],
                                 approximant, f_ref)
         warn_if_inefficient(res)
-        extra = {k: res[k] for k in ("weights", "log_likelihood", "log_prior")}
-        evidence = {k: res[k] for k in ("log_evidence", "log_evidence_err", "log_noise_evidence", "log_bayes_factor")}
-        meta["importance_sampling"] = {k: res[k] for k in ("ess", "efficiency", "log_evidence", "log_evidence_err",
-                                                           "log_bayes_factor", "n", "n_drawn", "time")}
+        extra, evidence, meta["importance_sampling"] = importance_result_fields(res)
         message += (f"; importance sampling {res['time']:.1f} s: efficiency {res['efficiency']:.1%}, "
                     f"log BF {res['log_bayes_factor']:.2f} +- {res['log_evidence_err']:.2f}")
     save_result(args.output, model, out["samples"], out["log_q"], out["sampling_time"], label=args.label,

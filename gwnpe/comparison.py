@@ -184,18 +184,16 @@ def run_importance_sampling_stage(settings: dict, model_path, injections_path, i
     """
     import torch
 
-    from .inference.likelihood import importance_sample, warn_if_inefficient
-    from .inference.sampling import sample_posterior, save_result
+    from .inference.likelihood import importance_result_fields, importance_sample, warn_if_inefficient
+    from .inference.sampling import model_priors, sample_posterior, save_result
+    from .injections import check_model_parameters
     from .nn.model import load_model
 
     torch.set_num_threads(max(1, int(threads)))
     cmp = settings["comparison"]
     inj = _injection(injections_path, index)
     model = load_model(model_path, device=device)
-    missing = [k for k in model.parameter_names if k not in inj["parameters"]]
-    if missing:
-        raise ComparisonError(f"injections in '{injections_path}' lack the model's parameters {missing}: "
-                              "they were made with another prior; rerun the injections stage.")
+    check_model_parameters(model, inj["parameters"], injections_path)
     seed = int(settings["seed"]) * 1000 + index
     out = sample_posterior(model, inj["strain"], inj["psd"], cmp["n_samples"], start_time=inj["start_time"],
                            seed=seed, device=device)
@@ -207,12 +205,10 @@ def run_importance_sampling_stage(settings: dict, model_path, injections_path, i
     logger.info("injection %d: NPE %d samples in %.2f s; IS %.1f s: efficiency %.2f%% (ESS %.0f), log BF %.2f +- %.2f",
                 index, cmp["n_samples"], out["sampling_time"], res["time"], 100 * res["efficiency"], res["ess"],
                 res["log_bayes_factor"], res["log_evidence_err"])
-    priors_rel = _prior_of(settings)
-    truth = _truth(priors_rel, inj["parameters"], settings["trigger_time"])
+    truth = _truth(model_priors(model), inj["parameters"], settings["trigger_time"])
     from bilby.gw.conversion import generate_mass_parameters
 
-    is_summary = {k: res[k] for k in ("ess", "efficiency", "log_evidence", "log_evidence_err", "log_noise_evidence",
-                                      "log_bayes_factor", "n", "n_drawn", "time")}
+    extra, evidence, is_summary = importance_result_fields(res)
     save_result(
         out_path, model, out["samples"], out["log_q"], out["sampling_time"] + res["time"], label=f"injection_{index}_is",
         injection_parameters=generate_mass_parameters(truth),
@@ -220,17 +216,9 @@ def run_importance_sampling_stage(settings: dict, model_path, injections_path, i
                    "importance_sampling": is_summary,
                    "provenance": provenance.make_provenance("importance_sampling", settings,
                                                             inputs={"model": model_path, "injections": injections_path})},
-        extra_columns={"weights": res["weights"], "log_likelihood": res["log_likelihood"], "log_prior": res["log_prior"]},
-        evidence={"log_evidence": res["log_evidence"], "log_evidence_err": res["log_evidence_err"],
-                  "log_noise_evidence": res["log_noise_evidence"], "log_bayes_factor": res["log_bayes_factor"]},
+        extra_columns=extra, evidence=evidence,
     )
     return is_summary
-
-
-def _prior_of(settings):
-    from .priors import load_priors
-
-    return load_priors(settings["priors"])
 
 
 # -- comparison ----------------------------------------------------------------------------------------
@@ -296,11 +284,11 @@ def run_compare_stage(settings: dict, indices: list[int], bilby_paths: list, is_
     """Write ``jsd.csv``, ``summary.json``, ``jsd_table.csv``, ``times.csv`` and ``evidence.csv`` to ``out_dir``."""
     import pandas as pd
 
-    from .priors import sampled_keys
+    from .priors import load_priors, sampled_keys
 
     if not (len(indices) == len(bilby_paths) == len(is_paths)):
         raise ComparisonError(f"{len(indices)} injections but {len(bilby_paths)} bilby and {len(is_paths)} NPE+IS results.")
-    parameters = sampled_keys(_prior_of(settings))
+    parameters = sampled_keys(load_priors(settings["priors"]))
     cmp = settings["comparison"]
     per, rows = {}, []
     for i, pb, pi in zip(indices, bilby_paths, is_paths):

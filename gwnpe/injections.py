@@ -183,6 +183,14 @@ def load_injections(path) -> dict:
         }
 
 
+def check_model_parameters(model, parameters: dict, injections_path) -> None:
+    """Refuse injections that lack a parameter the model infers (made with another prior)."""
+    missing = [k for k in model.parameter_names if k not in parameters]
+    if missing:
+        raise InjectionError(f"injections in '{injections_path}' lack the model's parameters {missing}: "
+                             "they were made with another prior; rerun the injections stage.")
+
+
 def run_posteriors_stage(model_path, injections_path, out_paths: list, n_samples: int, seed: int, batch_events: int = 16,
                          threads: int = 1, device: str = "cpu") -> dict:
     """NPE posteriors of every injection, sampled in batches; one bilby Result file per injection."""
@@ -198,10 +206,7 @@ def run_posteriors_stage(model_path, injections_path, out_paths: list, n_samples
         raise InjectionError(f"{len(out_paths)} posterior files requested for {n} injections in '{injections_path}'.")
     model = load_model(model_path, device=device)
     names = model.parameter_names
-    missing = [k for k in names if k not in inj["parameters"]]
-    if missing:
-        raise InjectionError(f"injections in '{injections_path}' lack the model's parameters {missing}: "
-                             "they were made with another prior; rerun the injections stage.")
+    check_model_parameters(model, inj["parameters"], injections_path)
     t0 = time.perf_counter()
     d = np.stack([whitened_strain(model, {k: v[i] for k, v in inj["strain"].items()}, inj["psd"], inj["start_time"])
                   for i in range(n)])

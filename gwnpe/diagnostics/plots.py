@@ -25,15 +25,12 @@ def plot_corner(posterior_path, out_path, parameters: list[str] | None = None) -
     r = bilby.core.result.read_in_result(str(posterior_path))
     keys = parameters or list(r.search_parameter_keys)
     truth = {k: r.injection_parameters[k] for k in keys} if r.injection_parameters else None
-    out_path = Path(out_path)
-    tmp = out_path.with_name(f".tmp-{out_path.name}")
+    fig = r.plot_corner(parameters=truth or keys, save=False, priors=False, quantiles=(0.05, 0.95))
     try:
-        fig = r.plot_corner(parameters=truth or keys, save=False, priors=False, quantiles=(0.05, 0.95))
-        fig.savefig(tmp, format="png", dpi=80)
-        plt.close(fig)
-        tmp.replace(out_path)
+        with provenance.atomic_output(out_path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
     finally:
-        tmp.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 def write_timings(benchmark_files: list, pp_json, throughput_csv, out_csv) -> None:

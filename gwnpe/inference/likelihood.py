@@ -171,6 +171,16 @@ def warn_if_inefficient(result: dict, what: str = "") -> None:
         warnings.warn(msg, ImportanceSamplingWarning, stacklevel=2)
 
 
+def importance_result_fields(res: dict) -> tuple[dict, dict, dict]:
+    """Split :func:`importance_sample`'s result into the Result's extra posterior columns, its
+    evidence fields, and the summary stored in its meta data."""
+    columns = {k: res[k] for k in ("weights", "log_likelihood", "log_prior")}
+    evidence = {k: res[k] for k in ("log_evidence", "log_evidence_err", "log_noise_evidence", "log_bayes_factor")}
+    summary = {k: res[k] for k in ("ess", "efficiency", "log_evidence", "log_evidence_err", "log_noise_evidence",
+                                   "log_bayes_factor", "n", "n_drawn", "time")}
+    return columns, evidence, summary
+
+
 def importance_sample(model, strain: dict, psds: dict, start_time: float, samples: dict, log_q: np.ndarray,
                       n_drawn: int, approximant: str, reference_frequency: float) -> dict:
     """Reweight NPE samples of one event with the exact bilby likelihood and the model's prior.

@@ -125,7 +125,6 @@ def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | Non
         have = [[] for _ in range(len(de))]
         counts = np.zeros(len(de), int)
         drawn = np.zeros(len(de), int)
-        accepted = np.zeros(len(de), int)
         for _ in range(max_rounds):
             need = n - counts.min()
             if need <= 0:
@@ -139,7 +138,6 @@ def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | Non
                 have[j].append((th[j][ok], lq[j][ok]))
                 counts[j] += ok.sum()
                 drawn[j] += ok.size
-                accepted[j] += ok.sum()
         if counts.min() < n:
             raise InferenceError(
                 f"fewer than {n} of the flow's samples fell inside the prior after {max_rounds} rounds "
@@ -148,7 +146,7 @@ def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | Non
         for j in range(len(de)):
             theta_out[e0 + j] = np.concatenate([h[0] for h in have[j]])[:n]
             logq_out[e0 + j] = np.concatenate([h[1] for h in have[j]])[:n]
-            acc_out[e0 + j] = accepted[j] / drawn[j]
+            acc_out[e0 + j] = counts[j] / drawn[j]
     if return_acceptance:
         return theta_out, logq_out, acc_out
     return theta_out, logq_out
