@@ -148,7 +148,10 @@ def importance_weights(log_likelihood: np.ndarray, log_prior: np.ndarray, log_q:
     n_drawn = n if n_drawn is None else int(n_drawn)
     if n == 0 or not np.any(np.isfinite(log_w)):
         raise GwnpeError("importance sampling: no sample has a finite weight (all outside the prior or refused).")
-    log_w = np.where(np.isnan(log_w), -np.inf, log_w)
+    if np.any(np.isnan(log_w)):
+        logger.warning("importance sampling: %d of %d samples have a NaN log weight (NaN log likelihood, prior or "
+                       "flow density); they get zero weight", int(np.isnan(log_w).sum()), n)
+        log_w = np.where(np.isnan(log_w), -np.inf, log_w)
     lse = logsumexp(log_w)
     w = np.exp(log_w - lse)  # sums to 1
     ess = 1.0 / np.sum(w**2)
