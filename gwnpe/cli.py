@@ -35,7 +35,7 @@ def _print_tree(obj, indent: int = 0, out=sys.stdout) -> None:
 
 
 def cmd_ls(args) -> int:
-    from .provenance import read_provenance
+    from .products import read_provenance
 
     try:
         prov = read_provenance(args.file)
@@ -52,12 +52,32 @@ def cmd_ls(args) -> int:
         print(json.dumps(prov, indent=2, sort_keys=True))
         return 0
     print(f"file: {args.file}")
-    if not args.inputs:
-        prov = {k: v for k, v in prov.items() if k != "inputs"} | {
-            "inputs": {k: v["path"] for k, v in prov.get("inputs", {}).items()}
-        }
-    _print_tree(prov)
+    _print_tree(_readable(prov, args.inputs))
     return 0
+
+
+def _readable(prov: dict, ancestors: bool) -> dict:
+    """Provenance for people: stored texts (prior files) in place of their hashes, inputs by path and,
+    with ``ancestors``, each input's own provenance nested under it (read from the shared records)."""
+    from .provenance import input_provenance
+
+    texts = prov.get("texts", {})
+
+    def resolve(v):
+        if isinstance(v, str) and v.startswith("sha256:") and v[7:] in texts:
+            return texts[v[7:]]
+        if isinstance(v, dict):
+            return {k: resolve(x) for k, x in v.items()}
+        return v
+
+    out = {"stage": prov.get("stage"), "settings": resolve(prov.get("settings", {}))}
+    inputs = {}
+    for name, ref in prov.get("inputs", {}).items():
+        parent = input_provenance(prov, name) if ancestors else None
+        inputs[name] = ref["path"] if parent is None else {"path": ref["path"], **_readable(parent, True)}
+    out["inputs"] = inputs
+    out["versions"] = prov.get("versions", {})
+    return out
 
 
 def _pairs(items, what):
@@ -76,10 +96,9 @@ def cmd_sample(args) -> int:
 
     import numpy as np
 
-    from .inference import read_fd_strain, sample_posterior, save_result, strain_from_time_domain
-    from .inference.sampling import model_domain
-    from .nn.model import load_model
-    from .psd import psd_on_domain
+    from .errors import InferenceError
+    from .inference.sampling import model_domain, sample_posterior, strain_from_time_domain
+    from .products import load_model, psd_on_domain, read_fd_strain, save_result
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
@@ -89,15 +108,13 @@ def cmd_sample(args) -> int:
     window_factor = 1.0
     if len(args.strain) == 1 and "=" not in args.strain[0]:
         fd = read_fd_strain(args.strain[0])
-        if not np.allclose(fd["frequencies"], dom.frequencies):
-            from .inference import InferenceError
-
+        if not np.allclose(fd.frequencies, dom.frequencies):
             raise InferenceError(
-                f"strain file '{args.strain[0]}' is on {len(fd['frequencies'])} bins "
-                f"{fd['frequencies'][0]}-{fd['frequencies'][-1]} Hz, the model on {len(dom)} bins "
+                f"strain file '{args.strain[0]}' is on {len(fd.frequencies)} bins "
+                f"{fd.frequencies[0]}-{fd.frequencies[-1]} Hz, the model on {len(dom)} bins "
                 f"{dom.f_min}-{dom.f_max} Hz."
             )
-        strain, start, injection = fd["strain"], fd["start_time"], fd.get("injection_parameters")
+        strain, start, injection = fd.strain, fd.start_time, fd.injection_parameters
     else:
         strain, start, window_factor = strain_from_time_domain(model, _pairs(args.strain, "strain"), _pairs(args.channel, "channel"))
     psd_files = _pairs(args.psd, "psd")
@@ -113,7 +130,7 @@ def cmd_sample(args) -> int:
     extra = evidence = None
     message = f"{args.n} samples in {out['sampling_time']:.2f} s"
     if args.importance_sampling:
-        from .inference.likelihood import importance_result_fields, importance_sample, warn_if_inefficient
+        from .inference.importance_sampling import importance_result_fields, importance_sample, warn_if_inefficient
 
         wf = model.settings.get("waveform", {})
         approximant = args.approximant or wf.get("approximant")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
-import math
 from pathlib import Path
 
 import jsonschema
@@ -115,8 +114,12 @@ def _fill_defaults(instance: dict, schema: dict) -> None:
             _fill_defaults(instance[key], sub)
 
 
-def validate_config(config: dict, schema: dict | None = None, check_priors: bool = True) -> dict:
-    """Validate ``config`` in place (filling defaults) and return it.
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Validate ``config`` against the schema in place (filling defaults) and return it.
+
+    Only what the schema and the cross-key rules of :func:`check_consistency` can tell; the checks
+    that need the prior file and the waveform model are
+    :func:`gwnpe.stages.settings.check_config`'s.
 
     Parameters
     ----------
@@ -124,8 +127,6 @@ def validate_config(config: dict, schema: dict | None = None, check_priors: bool
         Raw configuration (e.g. Snakemake's ``config``).
     schema : dict, optional
         The schema; read from ``config/schema.yaml`` when omitted.
-    check_priors : bool
-        Also load the prior file and check it against the waveform model.
 
     Raises
     ------
@@ -139,17 +140,23 @@ def validate_config(config: dict, schema: dict | None = None, check_priors: bool
         raise ConfigError(_format_error(errors[0], schema))
     _fill_defaults(config, schema)
     check_consistency(config)
-    if check_priors:
-        from .priors import load_priors  # lazy: bilby import is slow
-
-        priors = load_priors(config["priors"], approximant=config["waveform"]["approximant"])
-        check_signal_duration(config, priors)
     return config
 
 
 def config_subset(config: dict, *keys: str) -> dict:
-    """The sections of a validated config that one stage depends on (what its params and provenance record)."""
-    return {k: config[k] for k in keys}
+    """The parts of a validated config that one stage depends on, nested as in the config.
+
+    ``keys`` are top-level keys or dotted paths (``"injections.n_samples"``).
+    """
+    out: dict = {}
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node, dst = config, out
+        for part in parents:
+            node = node[part]
+            dst = dst.setdefault(part, {})
+        dst[leaf] = node[leaf]
+    return out
 
 
 def check_consistency(config: dict) -> None:
@@ -221,54 +228,8 @@ def check_consistency(config: dict) -> None:
         )
 
 
-def check_signal_duration(settings: dict, priors) -> None:
-    """Refuse a segment too short for the longest signal of the prior.
-
-    The part of the segment before the trigger, ``domain.duration - domain.post_trigger_duration``,
-    must hold the longest inspiral from ``domain.f_min`` that the prior's mass ranges allow
-    (TaylorF2 chirp time, see :func:`gwnpe.waveforms.longest_inspiral`) plus the largest
-    ``geocent_time`` offset; otherwise frequency-domain waveforms wrap around the segment.
-
-    Parameters
-    ----------
-    settings : dict
-        Config with a ``domain`` section and ``priors`` (the prior file's path, for messages).
-    priors : bilby.core.prior.PriorDict
-        The loaded prior.
-
-    Raises
-    ------
-    ConfigError
-        Naming the durations, the binary and the settings to change.
-    """
-    from .waveforms import longest_inspiral
-
-    dom = settings["domain"]
-    f_min = float(dom["f_min"])
-    found = longest_inspiral(priors, f_min)
-    if found is None:
-        return
-    seconds, m1, m2 = found
-    p = priors.get("geocent_time", 0.0)
-    offset = abs(p) if isinstance(p, (int, float)) else max(
-        abs(getattr(p, "minimum", getattr(p, "peak", 0.0))), abs(getattr(p, "maximum", getattr(p, "peak", 0.0)))
-    )
-    before = float(dom["duration"]) - float(dom["post_trigger_duration"])
-    needed = seconds + offset
-    if needed > before:
-        duration = needed + float(dom["post_trigger_duration"])
-        raise ConfigError(
-            f"domain.duration - domain.post_trigger_duration = {dom['duration']} - {dom['post_trigger_duration']} "
-            f"= {before:g} s before the trigger is shorter than the longest signal of the prior "
-            f"'{settings.get('priors')}': from domain.f_min = {f_min:g} Hz a binary of {m1:.3g} + {m2:.3g} Msun "
-            f"lasts {seconds:.3g} s, plus {offset:g} s of geocent_time offset. Its waveform would wrap around the "
-            f"segment. Raise domain.duration to at least {duration:.3g} s (e.g. {2 ** math.ceil(math.log2(duration)):g} s), "
-            "raise domain.f_min, or raise the prior's lower mass bound."
-        )
-
-
-def load_config(path: str | Path, check_priors: bool = True) -> dict:
-    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+def read_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it against the schema (see :func:`validate_config`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -280,4 +241,4 @@ def load_config(path: str | Path, check_priors: bool = True) -> dict:
             config = yaml.safe_load(f) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file '{path}' is not valid YAML: {exc}. Fix the line named above.") from exc
-    return validate_config(config, check_priors=check_priors)
+    return validate_config(config)

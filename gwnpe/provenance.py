@@ -1,5 +1,7 @@
-"""Provenance: every output carries the settings that made it, its inputs' provenance,
-the seed and package versions. ``gwnpe ls FILE`` prints it.
+"""Provenance: every output carries the settings that made it, its inputs' provenance (each
+ancestor stored once), the seed and package versions. ``gwnpe ls FILE`` prints it. Also the
+atomic writer every output goes through, and the code hash that reruns a stage when its library
+code changes.
 
 Nothing time- or host-dependent is stored, so the same config and seed give
 byte-identical files.
@@ -7,11 +9,13 @@ byte-identical files.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
 import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import GwnpeError
+from .errors import GwnpeError, OutputWriteError
 
 PROVENANCE_ATTR = "gwnpe_provenance"
 TEXT_MARKER = "# gwnpe-provenance "
@@ -91,8 +95,18 @@ def _jsonable(obj):
     return obj
 
 
-def make_provenance(stage: str, settings: dict, inputs: dict[str, str | Path] | None = None) -> dict:
-    """Provenance record of an output.
+def _record_id(record: dict) -> str:
+    return hashlib.sha256(dumps(record).encode()).hexdigest()[:16]
+
+
+def text_reference(text: str) -> str:
+    """How a stored text (e.g. a prior file) is referred to from settings: ``sha256:<hex digest of its UTF-8>``."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def make_provenance(stage: str, settings: dict, inputs: dict[str, tuple] | None = None,
+                    texts: dict[str, str] | None = None) -> dict:
+    """Provenance record of an output, with every ancestor stored once.
 
     Parameters
     ----------
@@ -101,14 +115,63 @@ def make_provenance(stage: str, settings: dict, inputs: dict[str, str | Path] | 
     settings : dict
         Every setting that shaped the output (including the seed).
     inputs : dict, optional
-        Name -> path of input files; their own provenance is embedded.
+        Name -> ``(path, provenance or None)`` of the input files (see
+        :func:`gwnpe.products.make_provenance`, which reads them).
+    texts : dict, optional
+        Setting name -> text (e.g. ``{"prior_file": <the prior file>}``). The setting holds
+        :func:`text_reference` of the text, and the text itself is stored once in ``texts``.
+
+    Returns
+    -------
+    dict
+        ``stage``, ``settings``, ``inputs`` (name -> ``{"path", "record"}``, the id of the input's
+        own record), ``versions``, ``records`` (id -> record of every ancestor: ``stage``,
+        ``settings``, ``inputs``, ``versions``) and ``texts`` (sha256 -> text). Ids are content
+        hashes, so an ancestor reached along several paths (a PSD used by the basis, the model and
+        the injections) is stored once; :func:`input_provenance` walks back up the chain.
     """
+    records: dict[str, dict] = {}
+    store: dict[str, str] = {}
+    refs = {}
+    for name, (path, prov) in (inputs or {}).items():
+        rid = None
+        if prov is not None:
+            records.update(prov.get("records", {}))
+            store.update(prov.get("texts", {}))
+            own = {k: prov.get(k) for k in RECORD_KEYS}
+            rid = _record_id(own)
+            records[rid] = own
+        refs[name] = {"path": str(path), "record": rid}
+    settings = _jsonable(settings)
+    for name, text in (texts or {}).items():
+        ref = text_reference(text)
+        settings[name] = ref
+        store[ref.split(":", 1)[1]] = text
     return {
         "stage": stage,
-        "settings": _jsonable(settings),
-        "inputs": {name: {"path": str(path), "provenance": read_provenance(path)} for name, path in (inputs or {}).items()},
+        "settings": settings,
+        "inputs": refs,
         "versions": package_versions(),
+        "records": dict(sorted(records.items())),
+        "texts": dict(sorted(store.items())),
     }
+
+
+#: Keys of one stage's own record (what a record id hashes).
+RECORD_KEYS = ("stage", "settings", "inputs", "versions")
+
+
+def input_provenance(prov: dict, name: str) -> dict | None:
+    """The provenance of input ``name`` of ``prov`` (its record plus the shared records and texts), or None."""
+    rid = prov["inputs"][name]["record"]
+    if rid is None:
+        return None
+    return {**prov["records"][rid], "records": prov.get("records", {}), "texts": prov.get("texts", {})}
+
+
+def stored_text(prov: dict, reference: str) -> str:
+    """The text a setting refers to (a :func:`text_reference`)."""
+    return prov["texts"][reference.split(":", 1)[1]]
 
 
 def dumps(prov: dict) -> str:
@@ -125,52 +188,78 @@ def text_header(prov: dict) -> str:
     return TEXT_MARKER + dumps(prov)
 
 
-def read_provenance(path: str | Path) -> dict | None:
-    """Read the provenance of a gwnpe output (HDF5 or text); None if it has none."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"'{path}' does not exist")
-    if path.suffix in (".h5", ".hdf5", ".hdf"):
-        import h5py
+# ----------------------------------------------------------------------------- code hashing
 
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get(PROVENANCE_ATTR)
-        return json.loads(raw) if raw is not None else None
-    if path.suffix in (".txt", ".dat", ".csv"):
-        with open(path) as f:
-            for line in f:
-                if line.startswith(TEXT_MARKER):
-                    return json.loads(line[len(TEXT_MARKER):])
-                if not line.startswith("#"):
-                    break
-        return None
-    if path.suffix == ".pt":
-        import torch
 
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-        return obj.get("provenance") if isinstance(obj, dict) else None
-    return None
+def _module_files() -> dict[str, Path]:
+    """Dotted name -> source file of every module of the gwnpe package (found on disk, not imported)."""
+    spec = importlib.util.find_spec("gwnpe")
+    root = Path(list(spec.submodule_search_locations)[0])
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def gwnpe_imports(name: str, files: dict[str, Path] | None = None) -> set[str]:
+    """gwnpe modules that module ``name`` imports anywhere in its source (function-level imports too).
+
+    Found by parsing the source, so nothing is imported. ``from .x import y`` counts as an import
+    of ``gwnpe...x.y`` when that is a module, else of ``gwnpe...x``; the packages that contain an
+    imported module (their ``__init__`` runs first) count too.
+    """
+    files = files if files is not None else _module_files()
+    path = files[name]
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            for a in node.names:
+                found.add(f"{module}.{a.name}" if f"{module}.{a.name}" in files else module)
+    out = set()
+    for mod in found:
+        parts = mod.split(".")
+        out.update(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in files)
+    out.discard(name)
+    return out
+
+
+def module_closure(*modules: str) -> list[str]:
+    """Sorted gwnpe modules that ``modules`` import, directly or not (themselves included)."""
+    files = _module_files()
+    todo = list(modules)
+    seen = set()
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        if m not in files:
+            raise ModuleNotFoundError(f"gwnpe module '{m}' not found")
+        seen.add(m)
+        todo.extend(gwnpe_imports(m, files) - seen)
+    return sorted(seen)
 
 
 def code_hash(*modules: str) -> str:
-    """Hash of the source of gwnpe modules, so Snakemake reruns a rule when its library code changes."""
-    import importlib.util
+    """Hash of the source of ``modules`` and of every gwnpe module they import, directly or not.
 
-    h = hashlib.sha256()
-    for name in sorted(modules):
-        spec = importlib.util.find_spec(name)  # locates the file without importing it (fast at DAG build)
-        if spec is None or spec.origin is None:
-            raise ModuleNotFoundError(f"gwnpe module '{name}' not found")
-        h.update(name.encode())
-        h.update(Path(spec.origin).read_bytes())
-    return h.hexdigest()[:16]
-
-
-class OutputWriteError(GwnpeError, OSError):
-    """An output could not be written: disk full, quota exceeded, no permission, read-only file
-    system, or a file where a folder should be. The message names the output and what to do;
-    ``errno`` is the original error's (also an :class:`OSError`, so ``except OSError`` still works).
+    A rule passes it as a param, so that Snakemake reruns the rule when any library code it runs
+    changes, and only then. The closure is computed from the sources (:func:`module_closure`),
+    never listed by hand.
     """
+    files = _module_files()
+    h = hashlib.sha256()
+    for name in module_closure(*modules):
+        h.update(name.encode())
+        h.update(files[name].read_bytes())
+    return h.hexdigest()[:16]
 
 
 #: errno -> (what went wrong, what to do); ``{dir}`` is the output's folder.
@@ -254,19 +343,3 @@ def atomic_output(path: str | Path):
                 tmp.unlink()
         except OSError:  # cleaning up must not hide the error that stopped the write
             pass
-
-
-@contextlib.contextmanager
-def open_stage_output(path: str | Path, what: str, stage: str, error: type[Exception]):
-    """Open a stage's HDF5 output for reading; a missing, unreadable or incomplete file raises
-    ``error`` naming the file and the stage to (re)run."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{what} '{path}' does not exist; run the {stage} stage first.")
-    try:
-        with h5py.File(path, "r") as f:
-            yield f
-    except (OSError, KeyError) as exc:
-        raise error(f"{what} '{path}' is unreadable or incomplete ({exc}); delete it and rerun the {stage} stage.") from exc

@@ -5,8 +5,8 @@ rule bank:
     output:
         bank=results("bank/bank.h5"),
     params:
-        settings=bank_settings(config),
-        code=code_version("gwnpe.bank", "gwnpe.waveforms", "gwnpe.priors", "gwnpe.provenance"),
+        settings=settings("bank"),
+        code=code("bank"),
     log:
         logs("bank.log"),
     benchmark:

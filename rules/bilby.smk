@@ -10,8 +10,8 @@ rule bilby:
     output:
         result=results("bilby/injection_{i}/result.hdf5"),
     params:
-        settings=comparison_settings(config),
-        code=code_version("gwnpe.comparison", "gwnpe.inference.likelihood", "gwnpe.priors", "gwnpe.injections"),
+        settings=settings("bilby"),
+        code=code("bilby"),
     log:
         results("bilby/injection_{i}/bilby.log"),
     benchmark:

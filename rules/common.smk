@@ -1,21 +1,12 @@
 # Helpers shared by the rules: validated config, paths, inputs, params.
-import sys
-
 from snakemake.exceptions import WorkflowError
 
-import gwnpe.config
 from gwnpe.errors import GwnpeError
-from gwnpe.bank import bank_settings
-from gwnpe.comparison import comparison_indices, comparison_settings
-from gwnpe.config import config_subset
-from gwnpe.injections import injection_count, injection_settings
-from gwnpe.svd import svd_settings
-from gwnpe.training import train_settings
-from gwnpe.provenance import code_hash
+from gwnpe.stages.settings import check_config, comparison_indices, injection_count, stage_code, stage_settings
 
-# Validate once at load time: a wrong key, type or range stops here, before any job.
+# Validate once at load time: a wrong key, type, range or prior stops here, before any job.
 try:
-    gwnpe.config.validate_config(config)
+    check_config(config)
 except GwnpeError as exc:
     raise WorkflowError(f"gwnpe configuration error: {exc}") from None
 
@@ -41,14 +32,16 @@ def benchmarks(path):
     return f"{RESULTS}/benchmarks/{path}"
 
 
-def section(*keys):
-    """The config subset a stage depends on, passed through params so changes rerun it."""
-    return config_subset(config, *keys)
+def settings(stage):
+    """The config keys ``stage`` depends on (gwnpe.stages.settings.STAGES), passed through params so
+    that changing one reruns exactly the stages that use it."""
+    return stage_settings(config, stage)
 
 
-def code_version(*modules):
-    """Hash of the gwnpe modules a rule runs, so library edits rerun it too."""
-    return code_hash(*modules)
+def code(stage):
+    """Hash of the stage's module and of every gwnpe module it imports (computed from the sources),
+    so that a library edit reruns exactly the stages that run the edited code."""
+    return stage_code(stage)
 
 
 def get_psd_files(wildcards=None):

@@ -6,8 +6,8 @@ rule importance_sampling:
     output:
         result=results("importance_sampling/injection_{i}.hdf5"),
     params:
-        settings=comparison_settings(config),
-        code=code_version("gwnpe.comparison", "gwnpe.inference.likelihood", "gwnpe.inference.sampling", "gwnpe.nn.model"),
+        settings=settings("importance_sampling"),
+        code=code("importance_sampling"),
     log:
         logs("importance_sampling/injection_{i}.log"),
     benchmark:
@@ -31,9 +31,9 @@ rule compare:
         times=report(results("comparison/times.csv"), caption="../report/time_ratio.rst", category="Comparison with Bilby"),
         evidence=report(results("comparison/evidence.csv"), caption="../report/evidence.rst", category="Comparison with Bilby"),
     params:
-        settings=comparison_settings(config),
+        settings=settings("compare"),
         indices=COMPARED,
-        code=code_version("gwnpe.comparison", "gwnpe.diagnostics.jsd"),
+        code=code("compare"),
     log:
         logs("compare.log"),
     benchmark:
@@ -57,7 +57,7 @@ rule compare_corner:
             labels={"injection": "{i}"},
         ),
     params:
-        code=code_version("gwnpe.comparison"),
+        code=code("compare_corner"),
     log:
         logs("compare_corner/{i}.log"),
     benchmark:

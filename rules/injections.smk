@@ -7,8 +7,8 @@ rule injections:
     output:
         injections=results("injections/injections.h5"),
     params:
-        settings=injection_settings(config),
-        code=code_version("gwnpe.injections", "gwnpe.waveforms", "gwnpe.detectors", "gwnpe.priors", "gwnpe.provenance"),
+        settings=settings("injections"),
+        code=code("injections"),
     log:
         logs("injections.log"),
     benchmark:
@@ -28,10 +28,8 @@ rule posteriors:
     output:
         posteriors=get_posterior_files(),
     params:
-        n_samples=config["injections"]["n_samples"],
-        batch_events=config["injections"]["batch_events"],
-        seed=config["seed"],
-        code=code_version("gwnpe.injections", "gwnpe.inference.sampling", "gwnpe.nn.model"),
+        settings=settings("posteriors"),
+        code=code("posteriors"),
     log:
         logs("posteriors.log"),
     benchmark:
@@ -54,6 +52,8 @@ rule corner:
             category="Posteriors",
             labels={"injection": "{i}"},
         ),
+    params:
+        code=code("corner"),
     log:
         logs("corner/{i}.log"),
     benchmark:

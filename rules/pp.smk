@@ -7,7 +7,7 @@ rule pp:
         plot=report(results("pp/pp.png"), caption="../report/pp.rst", category="Calibration"),
         table=report(results("pp/pvalues.csv"), caption="../report/pvalues.rst", category="Calibration"),
     params:
-        code=code_version("gwnpe.diagnostics.pp"),
+        code=code("pp"),
     log:
         logs("pp.log"),
     benchmark:
@@ -26,6 +26,8 @@ rule timings:
         throughput=results("model/throughput.csv"),
     output:
         table=report(results("report/timings.csv"), caption="../report/timings.rst", category="Timing"),
+    params:
+        code=code("timings"),
     log:
         logs("timings.log"),
     benchmark:
@@ -41,9 +43,12 @@ rule provenance:
     output:
         table=report(results("report/provenance.csv"), caption="../report/provenance.rst", category="Provenance"),
     params:
-        config=config,
+        config=settings("provenance"),
+        code=code("provenance"),
     log:
         logs("provenance.log"),
+    benchmark:
+        benchmarks("provenance.tsv")
     conda:
         "../envs/gwnpe.yaml"
     script:

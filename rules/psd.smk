@@ -11,8 +11,8 @@ rule psd:
             labels={"detector": "{ifo}"},
         ),
     params:
-        settings=section("seed", "trigger_time", "detectors", "domain", "psd"),
-        code=code_version("gwnpe.psd", "gwnpe.strain", "gwnpe.provenance"),
+        settings=settings("psd"),
+        code=code("psd"),
     log:
         logs("psd/{ifo}.log"),
     benchmark:

@@ -12,8 +12,8 @@ rule svd:
             category="Reduced basis",
         ),
     params:
-        settings=svd_settings(config),
-        code=code_version("gwnpe.svd", "gwnpe.psd", "gwnpe.bank", "gwnpe.provenance"),
+        settings=settings("svd"),
+        code=code("svd"),
     log:
         logs("svd.log"),
     benchmark:

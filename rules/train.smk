@@ -15,11 +15,9 @@ rule train:
             category="Training",
         ),
     params:
-        settings=train_settings(config),
+        settings=settings("train"),
         checkpoint=results("model/checkpoint.pt"),
-        code=code_version(
-            "gwnpe.training.trainer", "gwnpe.nn.model", "gwnpe.nn.embedding", "gwnpe.data", "gwnpe.detectors", "gwnpe.svd"
-        ),
+        code=code("train"),
     log:
         logs("train.log"),
     benchmark:

@@ -6,10 +6,8 @@ rule training_set:
     output:
         training_set=results("training_set/training_set.h5"),
     params:
-        settings=section("seed", "priors", "domain", "waveform", "training_set", "dask"),
-        code=code_version(
-            "gwnpe.training_set", "gwnpe.cluster", "gwnpe.waveforms", "gwnpe.priors", "gwnpe.svd", "gwnpe.provenance"
-        ),
+        settings=settings("training_set"),
+        code=code("training_set"),
     log:
         logs("training_set.log"),
     benchmark:

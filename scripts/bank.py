@@ -1,6 +1,6 @@
 from _helpers import configure_logging, progress_enabled
 
-from gwnpe.bank import run_bank_stage
+from gwnpe.stages.bank import run_bank_stage
 
 configure_logging(snakemake)  # noqa: F821
 run_bank_stage(snakemake.params.settings, snakemake.output.bank, progress=progress_enabled())  # noqa: F821

@@ -3,7 +3,8 @@ import logging
 
 from _helpers import LoggerStream, configure_logging
 
-from gwnpe.comparison import run_bilby_stage
+from gwnpe.stages.compare import run_bilby_stage
+from gwnpe.stages.settings import with_runtime
 
 log = configure_logging(snakemake)  # noqa: F821
 # bilby's own messages and dynesty's progress lines (printed to stdout) belong in this rule's log
@@ -14,7 +15,7 @@ for handler in logging.getLogger().handlers:
         bilby_logger.addHandler(handler)
 with contextlib.redirect_stdout(LoggerStream(logging.getLogger("gwnpe.dynesty"))):
     run_bilby_stage(
-        snakemake.params.settings,  # noqa: F821
+        with_runtime(snakemake.params.settings, snakemake.config, "bilby"),  # noqa: F821
         snakemake.input.injections,  # noqa: F821
         int(snakemake.wildcards.i),  # noqa: F821
         snakemake.output.result,  # noqa: F821

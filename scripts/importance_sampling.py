@@ -1,6 +1,6 @@
 from _helpers import configure_logging
 
-from gwnpe.comparison import run_importance_sampling_stage
+from gwnpe.stages.compare import run_importance_sampling_stage
 
 configure_logging(snakemake)  # noqa: F821
 run_importance_sampling_stage(

@@ -1,6 +1,6 @@
 from _helpers import configure_logging
 
-from gwnpe.svd import run_svd_stage
+from gwnpe.stages.svd import run_svd_stage
 
 configure_logging(snakemake)  # noqa: F821
 settings = snakemake.params.settings  # noqa: F821

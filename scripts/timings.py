@@ -1,6 +1,6 @@
 from _helpers import configure_logging
 
-from gwnpe.diagnostics.plots import write_timings
+from gwnpe.stages.report import write_timings
 
 configure_logging(snakemake)  # noqa: F821
 write_timings(list(snakemake.input.benchmarks), snakemake.input.pp, snakemake.input.throughput, snakemake.output.table)  # noqa: F821

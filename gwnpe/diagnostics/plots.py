@@ -1,76 +1,205 @@
-"""Report artefacts: corner plots, timing and provenance tables."""
+"""Figures of every stage: each function returns a matplotlib Figure; :func:`gwnpe.products.save_figure`
+writes it (atomically, at the resolution its docstring gives) and closes it."""
 
 from __future__ import annotations
 
-import csv
-import json
-import logging
-from pathlib import Path
-
 import numpy as np
 
-from .. import provenance
-
-logger = logging.getLogger(__name__)
+from .pp import binomial_bands
 
 
-def plot_corner(posterior_path, out_path, parameters: list[str] | None = None) -> None:
-    """Corner plot of a bilby Result with the injected values marked (bilby's plot_corner)."""
-    import bilby
+def psd_figure(
+    freqs: np.ndarray,
+    psd: np.ndarray,
+    reference: np.ndarray | None,
+    ifo: str,
+    f_min: float,
+    f_max: float,
+):
+    """The estimated ASD against the reference curve, log-log, with their ratio (save at dpi 100).
+
+    Parameters
+    ----------
+    freqs, psd : ndarray
+        Frequencies [Hz] and estimated PSD [1/Hz].
+    reference : ndarray or None
+        Reference PSD [1/Hz] on ``freqs`` (non-finite bins are not drawn).
+    ifo : str
+        Detector name, for the title.
+    f_min, f_max : float
+        Analysis band [Hz]; frequencies outside it are shaded.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+
+    freqs = np.asarray(freqs, dtype=np.float64)
+    psd = np.asarray(psd, dtype=np.float64)
+    has_ref = reference is not None and np.isfinite(reference).any()
+    fig = Figure(figsize=(7, 6.5 if has_ref else 4.5))
+    FigureCanvasAgg(fig)
+    if has_ref:
+        ax, axr = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    else:
+        ax, axr = fig.subplots(1, 1), None
+    ok = (freqs > 0) & np.isfinite(psd) & (psd > 0)
+    ax.loglog(freqs[ok], np.sqrt(psd[ok]), lw=0.7, color="C0", label=f"{ifo} Welch estimate")
+    if has_ref:
+        reference = np.asarray(reference, dtype=np.float64)
+        rok = (freqs > 0) & np.isfinite(reference) & (reference > 0)
+        ax.loglog(freqs[rok], np.sqrt(reference[rok]), lw=1.2, color="k", ls="--", label="reference curve")
+        both = ok & rok
+        axr.semilogx(freqs[both], psd[both] / reference[both], lw=0.5, color="C0")
+        axr.axhline(1.0, color="k", ls="--", lw=1)
+        inband = both & (freqs >= f_min) & (freqs <= f_max)
+        if inband.any():
+            r = psd[inband] / reference[inband]
+            lo, hi = np.percentile(r, [0.5, 99.5])
+            axr.set_ylim(min(lo, 0.8) * 0.95, max(hi, 1.2) * 1.05)
+        axr.set_ylabel("estimate / reference")
+        axr.set_xlabel("Frequency [Hz]")
+    else:
+        ax.set_xlabel("Frequency [Hz]")
+    x_lo = max(freqs[ok][0] if ok.any() else f_min / 2, f_min / 4)
+    x_hi = freqs[-1]
+    for a in (ax, axr) if axr is not None else (ax,):
+        a.axvspan(x_lo, f_min, color="0.85", zorder=0)
+        if f_max < x_hi:
+            a.axvspan(f_max, x_hi, color="0.85", zorder=0)
+        a.set_xlim(x_lo, x_hi)
+        a.grid(True, which="both", alpha=0.3)
+    inband = ok & (freqs >= f_min) & (freqs <= f_max)
+    if inband.any():
+        asd_band = np.sqrt(psd[inband])
+        ax.set_ylim(asd_band.min() / 3, asd_band.max() * 3)
+    ax.set_ylabel(r"ASD [1/$\sqrt{\mathrm{Hz}}$]")
+    ax.set_title(f"{ifo} noise ASD (analysis band {f_min:g}-{f_max:g} Hz unshaded)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def mismatch_figure(curve: dict, tolerance: float):
+    """Held-out mismatch (max, 99th percentile, median) against basis size (save at dpi 120)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    r = bilby.core.result.read_in_result(str(posterior_path))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    floor = 1e-16
+    for key, style in (("max", "-"), ("p99", "--"), ("median", ":")):
+        ax.semilogy(curve["basis_size"], np.maximum(curve[key], floor), style, label=key)
+    for key in (k for k in curve if k.startswith("max_")):
+        ax.semilogy(curve["basis_size"], np.maximum(curve[key], floor), "-", lw=0.8, alpha=0.6,
+                    label=f"max, whitened by {key[4:]} ASD (info)")
+    ax.axhline(tolerance, color="k", lw=0.8, label=f"tolerance {tolerance:g}")
+    ax.set_xlabel("basis size K")
+    ax.set_ylabel("held-out mismatch 1 - |Ph|/|h|")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def loss_figure(history: list[dict]):
+    """Training and validation loss and the learning rate against epoch (save at dpi 120)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if history:
+        ep = [r["epoch"] for r in history]
+        ax.plot(ep, [r["train_loss"] for r in history], label="train")
+        ax.plot(ep, [r["validation_loss"] for r in history], label="validation")
+        ax2 = ax.twinx()
+        ax2.semilogy(ep, [r["learning_rate"] for r in history], color="0.6", ls=":", label="learning rate")
+        ax2.set_ylabel("learning rate")
+        ax.legend(loc="upper right")
+    else:
+        ax.text(0.5, 0.5, "no epochs trained (training.epochs = 0)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (negative log density, standardised parameters)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def corner_figure(result, parameters: list[str] | None = None):
+    """Corner plot of a bilby Result with the injected values marked (bilby's plot_corner; save at dpi 80)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    r = result
     keys = parameters or list(r.search_parameter_keys)
     truth = {k: r.injection_parameters[k] for k in keys} if r.injection_parameters else None
-    fig = r.plot_corner(parameters=truth or keys, save=False, priors=False, quantiles=(0.05, 0.95))
-    try:
-        with provenance.atomic_output(out_path) as tmp:
-            fig.savefig(tmp, format="png", dpi=80)
-    finally:
-        plt.close(fig)
+    return r.plot_corner(parameters=truth or keys, save=False, priors=False, quantiles=(0.05, 0.95))
 
 
-def write_timings(benchmark_files: list, pp_json, throughput_csv, out_csv) -> None:
-    """Wall time of each stage (Snakemake benchmark files), training time and inference time per event."""
-    rows = []
-    for f in benchmark_files:
-        with open(f) as fh:
-            rec = next(csv.DictReader(fh, delimiter="\t"))
-        stage = Path(f).with_suffix("").as_posix().split("/benchmarks/")[-1]
-        rows.append((f"stage {stage} (wall time)", float(rec["s"])))
-    with open(throughput_csv) as fh:
-        hist = list(csv.DictReader(fh))
-    if hist:
-        rows.append(("training: total over epochs", sum(float(h["wall_time"]) for h in hist)))
-        rows.append(("training: median samples/s", float(np.median([float(h["samples_per_second"]) for h in hist]))))
-    pp = json.loads(Path(pp_json).read_text())
-    rows.append(("NPE inference per event (batched sampling)", pp["sampling_time_per_event"]))
-    with provenance.atomic_output(out_csv) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["quantity", "seconds (or samples/s)"])
-            for name, v in rows:
-                w.writerow([name, f"{v:.4g}"])
+def pp_figure(levels: dict[str, np.ndarray], result: dict, labels: dict | None = None):
+    """PP plot with 68/95/99.7% binomial bands (save at dpi 130)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = result["n_injections"]
+    x = np.linspace(0, 1, 1001)
+    fig, ax = plt.subplots(figsize=(6, 6))
+    for ci, alpha in ((0.68, 0.25), (0.95, 0.15), (0.997, 0.08)):
+        lo, hi = binomial_bands(n, x, ci)
+        ax.fill_between(x, lo, hi, color="k", alpha=alpha, lw=0)
+    styles = [f"{ls}" for ls in ("-", "--", ":")]
+    for i, (k, v) in enumerate(levels.items()):
+        v = np.sort(np.asarray(v))
+        pp = np.searchsorted(v, x, side="left") / n
+        ax.plot(x, pp, styles[(i // 10) % 3], color=f"C{i % 10}",
+                label=f"{(labels or {}).get(k, k)} ({result['pvalues'][k]:.3f})")
+    ax.plot([0, 1], [0, 1], "k", lw=0.5)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("credible level")
+    ax.set_ylabel("fraction of injections within it")
+    ax.set_title(f"N = {n}, combined p-value = {result['combined_pvalue']:.4f}")
+    ax.legend(fontsize="x-small", loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
-def _flatten(d, prefix=""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flatten(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
+def overlay_figure(rb, ri):
+    """Corner plot of bilby (dynesty) ``rb`` and NPE / NPE+IS ``ri`` posteriors (bilby Results) of one injection, truth marked (save at dpi 70)."""
+    import corner
+    import matplotlib
 
+    matplotlib.use("Agg")
+    from matplotlib.lines import Line2D
 
-def write_provenance_table(config: dict, out_csv) -> None:
-    """gwnpe's git commit, package versions and the full config, one row each."""
-    with provenance.atomic_output(out_csv) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["item", "value"])
-            for k, v in provenance.package_versions().items():
-                w.writerow([f"version: {k}", v])
-            for k, v in _flatten(config):
-                w.writerow([f"config: {k}", json.dumps(v)])
+    keys = [k for k in rb.meta_data["gwnpe"]["search_parameters"] if k in ri.posterior]
+    truths = [rb.injection_parameters.get(k) for k in keys] if rb.injection_parameters else None
+    ranges = []
+    for k in keys:
+        lo = min(np.percentile(rb.posterior[k], 0.5), np.percentile(ri.posterior[k], 0.5))
+        hi = max(np.percentile(rb.posterior[k], 99.5), np.percentile(ri.posterior[k], 99.5))
+        ranges.append((lo, hi) if hi > lo else (lo - 1, hi + 1))
+    kw = dict(bins=30, smooth=0.9, plot_datapoints=False, plot_density=False, levels=(0.5, 0.9), range=ranges,
+              labels=keys)
+    layers = [("gwnpe NPE", ri.posterior, None, "tab:blue", "--"),
+              ("bilby (dynesty)", rb.posterior, None, "k", "-"),
+              ("gwnpe NPE+IS", ri.posterior, ri.posterior["weights"].to_numpy(), "tab:red", "-")]
+    fig, handles, skipped = None, [], []
+    for label, post, weights, color, ls in layers:
+        if len(post) <= len(keys):  # corner needs more samples than dimensions (a budget-capped smoke run)
+            skipped.append(f"{label}: only {len(post)} samples")
+            continue
+        fig = corner.corner(post[keys].to_numpy(), weights=weights, fig=fig, color=color,
+                            truths=truths if fig is None else None, truth_color="tab:orange",
+                            hist_kwargs={"density": True, "color": color, "ls": ls}, **kw)
+        handles.append(Line2D([], [], color=color, ls=ls, label=label))
+    fig.legend(handles=handles, loc="upper right", fontsize=14)
+    if skipped:
+        fig.suptitle("not shown: " + "; ".join(skipped), fontsize=12)
+    return fig

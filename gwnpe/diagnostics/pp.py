@@ -13,13 +13,10 @@ under-trained network can pass it. The posterior width is therefore reported too
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
 from scipy import stats
-
-from .. import provenance
 
 logger = logging.getLogger(__name__)
 
@@ -45,47 +42,17 @@ def binomial_bands(n: int, x: np.ndarray, ci: float) -> tuple[np.ndarray, np.nda
     return lo, hi
 
 
-def plot_pp(path, levels: dict[str, np.ndarray], result: dict, labels: dict | None = None) -> None:
-    """PP plot with 68/95/99.7% binomial bands."""
-    import matplotlib
+def pp_summary(results: list) -> tuple[dict, dict, dict]:
+    """PP-test of bilby Results that carry injection parameters.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = result["n_injections"]
-    x = np.linspace(0, 1, 1001)
-    fig, ax = plt.subplots(figsize=(6, 6))
-    for ci, alpha in ((0.68, 0.25), (0.95, 0.15), (0.997, 0.08)):
-        lo, hi = binomial_bands(n, x, ci)
-        ax.fill_between(x, lo, hi, color="k", alpha=alpha, lw=0)
-    styles = [f"{ls}" for ls in ("-", "--", ":")]
-    for i, (k, v) in enumerate(levels.items()):
-        v = np.sort(np.asarray(v))
-        pp = np.searchsorted(v, x, side="left") / n
-        ax.plot(x, pp, styles[(i // 10) % 3], color=f"C{i % 10}",
-                label=f"{(labels or {}).get(k, k)} ({result['pvalues'][k]:.3f})")
-    ax.plot([0, 1], [0, 1], "k", lw=0.5)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("credible level")
-    ax.set_ylabel("fraction of injections within it")
-    ax.set_title(f"N = {n}, combined p-value = {result['combined_pvalue']:.4f}")
-    ax.legend(fontsize="x-small", loc="upper left")
-    fig.tight_layout()
-    with provenance.atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=130)
-    plt.close(fig)
-
-
-def run_pp_stage(posterior_paths: list, out_json, out_plot, out_table=None, prior_file: str | None = None) -> dict:
-    """PP-test over bilby Result files with injection parameters; writes pp.json, pp.png (and a CSV table).
-
-    ``pp.json`` = {"n_injections", "pvalues", "combined_pvalue"} plus ``widths``: the median
-    90% credible width of each parameter against its prior width.
+    Returns
+    -------
+    levels : dict parameter -> (N,) credible levels of the true values
+    summary : dict
+        :func:`pp_test`'s result plus ``widths`` (median 90% credible width of each parameter and
+        its prior width) and ``sampling_time_per_event`` (median over the results' meta data, or None).
+    labels : dict parameter -> LaTeX label of its prior
     """
-    import bilby
-
-    results = [bilby.core.result.read_in_result(str(p)) for p in posterior_paths]
     keys = list(results[0].search_parameter_keys)
     levels = {k: np.array([credible_levels(r.posterior[k].values, r.injection_parameters[k]) for r in results]) for k in keys}
     res = pp_test(levels)
@@ -98,16 +65,5 @@ def run_pp_stage(posterior_paths: list, out_json, out_plot, out_table=None, prio
     times = [r.meta_data.get("gwnpe", {}).get("sampling_time_per_event") for r in (results if isinstance(results[0].meta_data, dict) else [])]
     times = [float(t) for t in times if t is not None]
     out = {**res, "widths": widths, "sampling_time_per_event": float(np.median(times)) if times else None}
-    logger.info("PP-test over %d injections: combined p = %.3g; %s", res["n_injections"], res["combined_pvalue"],
-                ", ".join(f"{k} {p:.3g}" for k, p in res["pvalues"].items()))
-    with provenance.atomic_output(out_json) as tmp:
-        tmp.write_text(json.dumps(out, indent=2))
     labels = {k: getattr(priors[k], "latex_label", k) for k in keys}
-    plot_pp(out_plot, levels, res, labels)
-    if out_table is not None:
-        with provenance.atomic_output(out_table) as tmp:
-            lines = ["parameter,ks_pvalue,median_90_width,prior_width"]
-            lines += [f"{k},{res['pvalues'][k]:.4g},{widths[k]['median_90_width']:.4g},{widths[k]['prior_width']:.4g}" for k in keys]
-            lines.append(f"combined (Fisher),{res['combined_pvalue']:.4g},,")
-            tmp.write_text("\n".join(lines) + "\n")
-    return out
+    return levels, out, labels

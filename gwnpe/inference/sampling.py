@@ -3,9 +3,9 @@
 Strain enters as frequency-domain arrays on the model's band (phase origin at the
 segment start, as an FFT of the segment gives) or as time-domain files; PSDs as
 gwnpe PSD files or arrays. Samples outside the prior support are rejected and
-redrawn. The output is a bilby Result (``bilby.core.result.read_in_result``
-opens it) with parameters in physical units, ``geocent_time`` in GPS seconds,
-derived masses, and timing in ``meta_data``.
+redrawn. :func:`gwnpe.products.save_result` writes the samples as a bilby Result with
+parameters in physical units, ``geocent_time`` in GPS seconds, derived masses, and timing
+in ``meta_data``.
 """
 
 from __future__ import annotations
@@ -13,21 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data import to_trigger_origin
-from ..domain import FrequencyDomain
-from ..errors import GwnpeError
-from ..psd import whiten
+from ..errors import InferenceError, InjectionError
+from ..gw.domain import FrequencyDomain, analysis_segment, to_trigger_origin
+from ..gw.noise import whiten
+from ..gw.priors import load_priors
+from ..gw.strain_io import read_strain
 
 logger = logging.getLogger(__name__)
-
-
-class InferenceError(GwnpeError):
-    """Strain, PSD or model do not fit together."""
 
 
 def model_domain(model) -> FrequencyDomain:
@@ -38,8 +34,6 @@ def model_domain(model) -> FrequencyDomain:
 def model_priors(model):
     """bilby priors the model was trained with (``geocent_time`` relative to the trigger); parsed once per model."""
     import tempfile
-
-    from ..priors import load_priors
 
     cached = getattr(model, "_gwnpe_priors", None)
     if cached is not None:
@@ -191,113 +185,6 @@ def to_physical(model, theta: np.ndarray) -> dict:
     return generate_mass_parameters(dict(samples))
 
 
-def save_result(path, model, samples: dict, log_q: np.ndarray, sampling_time: float, label: str = "gwnpe",
-                injection_parameters: dict | None = None, meta_data: dict | None = None,
-                extra_columns: dict | None = None, evidence: dict | None = None) -> None:
-    """Write a bilby Result file (HDF5 or JSON by extension), atomically.
-
-    ``extra_columns`` (e.g. importance weights) are added to the posterior table; ``evidence``
-    (``log_evidence``, ``log_evidence_err``, ``log_noise_evidence``, ``log_bayes_factor``) fills
-    the Result's evidence fields.
-    """
-    import bilby
-    import pandas as pd
-
-    from ..priors import to_absolute_time
-
-    path = Path(path)
-    priors = to_absolute_time(model_priors(model), model.settings["trigger_time"])
-    posterior = pd.DataFrame({k: np.asarray(v) for k, v in samples.items()})
-    posterior["log_q"] = log_q
-    for k, v in (extra_columns or {}).items():
-        posterior[k] = np.asarray(v)
-    result = bilby.core.result.Result(
-        label=label,
-        outdir=str(path.parent),
-        sampler="gwnpe",
-        search_parameter_keys=list(model.parameter_names),
-        priors=priors,
-        posterior=posterior,
-        injection_parameters=injection_parameters,
-        meta_data={"gwnpe": {"model_provenance": model.provenance, "trigger_time": model.settings["trigger_time"],
-                             "detectors": model.settings["detectors"], **(meta_data or {})}},
-        sampling_time=sampling_time,
-        **(evidence or {}),
-    )
-    write_result(result, path)
-
-
-def write_result(result, path) -> None:
-    """Save a bilby Result to ``path`` (.hdf5 or .json) atomically; a failed write leaves nothing."""
-    from .. import provenance
-
-    path = Path(path)
-    ext = path.suffix.lstrip(".") or "hdf5"
-    if ext not in ("hdf5", "json"):
-        raise InferenceError(f"output '{path}' must end in .hdf5 or .json")
-    with provenance.atomic_output(path) as tmp:
-        # bilby's save_to_file catches every write error, logs it and pickles the Result to
-        # <tmp without extension>.pkl instead of raising: treat that pickle as the failure it is.
-        fallback = Path(f"{os.path.splitext(tmp)[0]}.pkl")
-        try:
-            result.save_to_file(filename=str(tmp), extension=ext, overwrite=True)
-        finally:
-            failed = fallback.exists()
-            fallback.unlink(missing_ok=True)
-        if failed:
-            raise InferenceError(f"could not write the result file '{path}' (bilby's error is logged above); "
-                                 "nothing was written. Fix the cause and rerun.")
-
-
-# -- strain files -----------------------------------------------------------------------------
-
-def write_fd_strain(path, frequencies, strain: dict, start_time: float, trigger_time: float, prov: dict | None = None,
-                    injection_parameters: dict | None = None) -> None:
-    """gwnpe frequency-domain strain file: ``frequencies`` and ``strain/<ifo>`` (complex, phase origin start_time)."""
-    import json
-
-    import h5py
-
-    from .. import provenance
-
-    with provenance.atomic_output(path) as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.create_dataset("frequencies", data=np.asarray(frequencies), track_times=False)
-            g = f.create_group("strain", track_order=True)
-            for ifo, s in strain.items():
-                g.create_dataset(ifo, data=np.asarray(s, complex), track_times=False)
-            f.attrs["start_time"] = float(start_time)
-            f.attrs["trigger_time"] = float(trigger_time)
-            if injection_parameters is not None:
-                f.attrs["injection_parameters"] = json.dumps({k: float(v) for k, v in injection_parameters.items()})
-            if prov is not None:
-                provenance.write_h5(f, prov)
-
-
-def read_fd_strain(path) -> dict:
-    """Read a file written by :func:`write_fd_strain`."""
-    import json
-
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise InferenceError(f"strain file '{path}' does not exist.")
-    try:
-        with h5py.File(path, "r") as f:
-            out = {
-                "frequencies": f["frequencies"][...],
-                "strain": {k: v[...] for k, v in f["strain"].items()},
-                "start_time": float(f.attrs["start_time"]),
-                "trigger_time": float(f.attrs["trigger_time"]),
-            }
-            if "injection_parameters" in f.attrs:
-                out["injection_parameters"] = json.loads(f.attrs["injection_parameters"])
-            return out
-    except (OSError, KeyError) as exc:
-        raise InferenceError(f"strain file '{path}' is not a gwnpe frequency-domain strain file ({exc}).") from exc
-
-
 def strain_from_time_domain(model, paths: dict, channels: dict | None = None, roll_off: float = 0.2):
     """FD strain on the model's band from time-domain files of the analysed segment.
 
@@ -307,12 +194,9 @@ def strain_from_time_domain(model, paths: dict, channels: dict | None = None, ro
     """
     from scipy.signal.windows import tukey
 
-    from ..strain import read_strain
-
     dom = model_domain(model)
     dset = model.settings["domain"]
-    start = model.settings["trigger_time"] + dset["post_trigger_duration"] - dset["duration"]
-    end = start + dset["duration"]
+    start, end = analysis_segment(model.settings["trigger_time"], dset["duration"], dset["post_trigger_duration"])
     out, k0, k1 = {}, *dom.index_range
     n = int(round(dom.duration * dom.sampling_frequency))
     window = tukey(n, alpha=2 * roll_off / dom.duration)
@@ -327,3 +211,11 @@ def strain_from_time_domain(model, paths: dict, channels: dict | None = None, ro
             raise InferenceError(f"strain file '{p}' of {ifo} gives {len(data)} samples of the segment, expected {n}.")
         out[ifo] = (np.fft.rfft(data * window) * dt)[k0:k1]
     return out, start, float(np.mean(window**2))
+
+
+def check_model_parameters(model, parameters: dict, source) -> None:
+    """Refuse injections that lack a parameter the model infers (made with another prior)."""
+    missing = [k for k in model.parameter_names if k not in parameters]
+    if missing:
+        raise InjectionError(f"injections in '{source}' lack the model's parameters {missing}: "
+                             "they were made with another prior; rerun the injections stage.")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ModelError
+
 
 def basis_weight(V: torch.Tensor) -> torch.Tensor:
     """Real weight (2K, 2N) such that ``W @ [Re d, Im d] = [Re(d @ V), Im(d @ V)]`` for V (N, K)."""
@@ -53,8 +55,6 @@ class BasisProjection(nn.Module):
             If ``d`` is not (B, n_detectors, n_bins): data for other detectors or another frequency grid.
         """
         if d.ndim != 3 or d.shape[1] != self.n_detectors or d.shape[2] != self.n_bins:
-            from ..errors import ModelError
-
             raise ModelError(
                 f"whitened strain of shape {tuple(d.shape)} given to a network built for (batch, "
                 f"{self.n_detectors} detectors, {self.n_bins} frequency bins); the data are for other detectors or "

@@ -2,13 +2,12 @@
 
 ``build_model(settings)`` is the single factory; the model is saved with the
 settings that rebuild it (and the provenance of its training data), so
-``load_model(path)`` needs nothing else.
+:func:`gwnpe.products.load_model` needs nothing else.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 import zuko
@@ -17,9 +16,6 @@ from torch import nn
 from .embedding import BasisProjection, ResidualEmbedding
 
 logger = logging.getLogger(__name__)
-
-MODEL_FORMAT = 1
-
 
 class NPEModel(nn.Module):
     """q(theta | d): flow over standardised parameters conditioned on the embedding of whitened strain.
@@ -88,58 +84,3 @@ def build_model(settings: dict, basis_V: torch.Tensor | None = None, mean=None, 
     mean = torch.zeros(n_par) if mean is None else mean
     std = torch.ones(n_par) if std is None else std
     return NPEModel(embedding, flow, settings["parameters"], mean, std, settings)
-
-
-def save_model(path: str | Path, model: NPEModel, provenance: dict, extra: dict | None = None) -> None:
-    """Save weights, the settings that rebuild the model, and provenance (atomically)."""
-    from ..provenance import atomic_output
-
-    obj = {
-        "format": MODEL_FORMAT,
-        "settings": model.settings,
-        "state_dict": model.state_dict(),
-        "provenance": provenance,
-        **(extra or {}),
-    }
-    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)  # through a file object, a full disk raises OSError(ENOSPC), not a zip RuntimeError
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> NPEModel:
-    """Rebuild a saved model on ``device`` (eval mode).
-
-    Raises
-    ------
-    ModelError
-        If the file is missing, unreadable (e.g. truncated), not a gwnpe model, or its weights do
-        not fit the settings stored with them; the message names the file and the train stage.
-    """
-    from ..errors import ModelError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"model file '{path}' does not exist; run the train stage first.")
-    try:
-        obj = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:
-        raise ModelError(
-            f"model file '{path}' is unreadable or truncated ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "delete it and rerun the train stage, or restore it."
-        ) from exc
-    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
-        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-        raise ModelError(
-            f"'{path}' is not a gwnpe model file (format {MODEL_FORMAT}, found {found!r}); pass the model.pt "
-            "written by the train stage (results/<run>/model/model.pt), or rerun that stage."
-        )
-    try:
-        model = build_model(obj["settings"])
-        model.load_state_dict(obj["state_dict"])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise ModelError(
-            f"model file '{path}' is incomplete or its weights do not fit its settings ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0]}); delete it and rerun the train stage."
-        ) from exc
-    model.provenance = obj.get("provenance")
-    model.extra = {k: v for k, v in obj.items() if k not in ("state_dict", "settings", "provenance", "format")}
-    return model.to(device).eval()

@@ -3,57 +3,45 @@
 Per batch: take compressed intrinsic waveforms (reduced-basis coefficients of
 waveforms whitened by the reference ASD), expand them with the basis, draw the
 extrinsic parameters from the prior, project onto each detector (antenna
-patterns and time delays from :class:`gwnpe.detectors.DetectorNetwork`, the
+patterns and time delays from :class:`gwnpe.gw.detectors.DetectorNetwork`, the
 time shift as a frequency-domain phase), scale by distance, re-whiten from the
 reference ASD to each detector's ASD, and add white Gaussian noise (unit
 variance per real component).
 
 Time origin: the strain's phase refers to the trigger time (the geocentre
 coalescence at ``trigger_time + geocent_time``). Data whose FFT starts at the
-segment start are rotated with :func:`to_trigger_origin` before inference.
+segment start are rotated with :func:`gwnpe.gw.domain.to_trigger_origin` before inference.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from .detectors import DetectorNetwork
-from .priors import EXTRINSIC, fixed_parameters, sampled_keys
+from ..gw.detectors import DetectorNetwork
+from ..gw.priors import EXTRINSIC, fixed_parameters, sampled_keys
 
 logger = logging.getLogger(__name__)
 
 
-def to_trigger_origin(strain: np.ndarray | torch.Tensor, frequencies, trigger_time: float, start_time: float):
-    """Move the time origin of frequency-domain strain from ``start_time`` to ``trigger_time`` [GPS s]."""
-    shift = trigger_time - start_time
-    if isinstance(strain, torch.Tensor):
-        f = torch.as_tensor(frequencies, dtype=torch.float64, device=strain.device)
-        phase = torch.exp(2j * np.pi * torch.remainder(f * shift, 1.0)).to(strain.dtype)
-        return strain * phase
-    return strain * np.exp(2j * np.pi * np.remainder(np.asarray(frequencies) * shift, 1.0))
-
-
 class TrainingData:
-    """Training set in memory as tensors: intrinsic parameters and basis coefficients.
+    """A training set in memory as tensors: intrinsic parameters and basis coefficients.
 
     Parameters
     ----------
-    path : str or Path
-        ``training_set.h5`` written by the training_set stage.
+    parameters : dict of (N,) arrays
+        Intrinsic parameters.
+    h_plus, h_cross : (N, K) complex arrays
+        Reduced-basis coefficients of the whitened polarizations (as the training_set stage stores them;
+        :func:`gwnpe.products.load_training_set` reads them).
     """
 
-    def __init__(self, path: str | Path):
-        from .training_set import load_training_set
-
-        ts = load_training_set(path)
-        self.parameters = {k: torch.as_tensor(np.asarray(v), dtype=torch.float64) for k, v in ts.parameters.items()}
-        self.h_plus = torch.as_tensor(np.asarray(ts.h_plus))
-        self.h_cross = torch.as_tensor(np.asarray(ts.h_cross))
+    def __init__(self, parameters: dict, h_plus, h_cross):
+        self.parameters = {k: torch.as_tensor(np.asarray(v), dtype=torch.float64) for k, v in parameters.items()}
+        self.h_plus = torch.as_tensor(np.asarray(h_plus))
+        self.h_cross = torch.as_tensor(np.asarray(h_cross))
 
     def __len__(self) -> int:
         return self.h_plus.shape[0]

@@ -52,16 +52,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BasisError, GwnpeError, WaveformError
+from .. import products
+from ..errors import GwnpeError, TrainingSetError, WaveformError
+from ..gw.priors import draw, fixed_parameters, intrinsic_keys, load_priors
+from ..gw.waveforms import build_waveform_generator, generate_from_prior, max_failures
+from ..seeding import stage_rng
+from .cluster import dask_client
+from .settings import stage_settings
 
 logger = logging.getLogger(__name__)
 
 #: Name of the random stream of the stage (with the chunk index as extra entropy).
 STREAM = "training_set"
-
-
-class TrainingSetError(GwnpeError):
-    """A training-set chunk failed after its retries, or a chunk file is inconsistent."""
 
 
 # --------------------------------------------------------------------------- worker side
@@ -156,20 +158,16 @@ def _file_key(path: str) -> tuple:
 
 
 def cached_basis(path: str):
-    """The :class:`~gwnpe.svd.ReducedBasis` at ``path``, read once per process."""
-    from .svd import load_basis
-
+    """The :class:`~gwnpe.gw.svd.ReducedBasis` at ``path``, read once per process."""
     key = _file_key(path)
     if key not in _BASIS_CACHE:
         _BASIS_CACHE.clear()
-        _BASIS_CACHE[key] = load_basis(path)
+        _BASIS_CACHE[key] = products.load_basis(path)
     return _BASIS_CACHE[key]
 
 
 def cached_priors(path: str, approximant: str):
     """The prior file at ``path``, parsed once per process."""
-    from .priors import load_priors
-
     key = (*_file_key(path), approximant)
     if key not in _PRIOR_CACHE:
         _PRIOR_CACHE.clear()
@@ -188,12 +186,6 @@ def generate_chunk(task: ChunkTask) -> dict:
         (None, or the WaveformError text when the chunk alone exceeds its allowance:
         deterministic, so it is returned rather than retried).
     """
-    import h5py
-
-    from .priors import intrinsic_keys
-    from .seeding import stage_rng
-    from .waveforms import build_waveform_generator, generate_from_prior
-
     t0 = time.perf_counter()
     if task.fault is not None:
         task.fault.before(task.index)
@@ -212,18 +204,7 @@ def generate_chunk(task: ChunkTask) -> dict:
     del hp
     cc = basis.compress(hc, dtype=np.complex64)
     del hc
-    tmp = task.path.with_name(f".{task.path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            grp = f.create_group("parameters", track_order=True)
-            for k in keys:
-                grp.create_dataset(k, data=params[k], track_times=False)
-            f.create_dataset("h_plus", data=cp, track_times=False)
-            f.create_dataset("h_cross", data=cc, track_times=False)
-        os.replace(tmp, task.path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    products.write_chunk(task.path, {k: params[k] for k in keys}, cp, cc, uuid.uuid4().hex[:8])
     if task.fault is not None:
         task.fault.after(task.index)
     meta["failures"] = failures
@@ -245,59 +226,13 @@ def chunk_dir_for(out_path: str | Path) -> Path:
     return out_path.parent / f".chunks-{out_path.name}"
 
 
-def provenance_settings(settings: dict, prior_text: str, keys: list[str]) -> dict:
-    """Settings recorded in the output: those that shape its bytes (not the runtime ``dask`` section)."""
-    out = {k: settings[k] for k in ("seed", "priors", "domain", "waveform", "training_set") if k in settings}
-    return {**out, "prior_file": prior_text, "intrinsic_parameters": list(keys)}
-
-
-def _check_basis(basis_path: Path, frequencies: np.ndarray) -> tuple[int, float]:
-    """Basis size K and delta_f, after checking it lies on the domain's band (reads no V)."""
-    import h5py
-
-    if not basis_path.is_file():
-        raise BasisError(f"basis file '{basis_path}' does not exist; run the svd stage first.")
-    try:
-        with h5py.File(basis_path, "r") as f:
-            n_bins, k = f["V"].shape
-            freqs = f["frequencies"][...]
-            delta_f = float(f.attrs["delta_f"])
-    except (OSError, KeyError) as exc:
-        raise BasisError(f"basis file '{basis_path}' is unreadable or incomplete ({exc}); rerun the svd stage.") from exc
-    if n_bins != len(frequencies) or len(freqs) != len(frequencies) or not np.allclose(freqs, frequencies):
-        raise BasisError(
-            f"basis '{basis_path}' is on {len(freqs)} bins ({freqs[0]:g}-{freqs[-1]:g} Hz) but the domain's band has "
-            f"{len(frequencies)} bins ({frequencies[0]:g}-{frequencies[-1]:g} Hz); rerun the svd stage with this config's domain."
-        )
-    return int(k), delta_f
-
-
 def _first_parameters(priors, keys, seed: int, index: int, n: int) -> dict:
     """First parameter set of chunk ``index``, regenerated from its stream (for error messages)."""
-    from .priors import draw
-    from .seeding import stage_rng
-
     try:
         p = draw(priors, keys, n, stage_rng(seed, STREAM, index))
         return {k: float(v[0]) for k, v in p.items()}
     except Exception as exc:  # reporting must not hide the original error
         return {"unavailable": str(exc)}
-
-
-def _read_chunk(path: str, keys: list[str], n: int, k: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Read one chunk file (client side), checking its shapes."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            params = {key: f["parameters"][key][...] for key in keys}
-            hp = f["h_plus"][...]
-            hc = f["h_cross"][...]
-    except (OSError, KeyError) as exc:
-        raise TrainingSetError(f"chunk file '{path}' is unreadable or incomplete ({exc}).") from exc
-    if hp.shape != (n, k) or hc.shape != (n, k) or any(v.shape != (n,) for v in params.values()):
-        raise TrainingSetError(f"chunk file '{path}' has shape {hp.shape}, expected ({n}, {k}).")
-    return params, hp, hc
 
 
 def _run_chunks(client, tasks: list[ChunkTask], retries: int, allowed: int, n_total: int, priors, keys, progress: bool) -> list[dict]:
@@ -324,7 +259,7 @@ def _run_chunks(client, tasks: list[ChunkTask], retries: int, allowed: int, n_to
                     f"training-set chunk {task.index} (rows {task.start}-{task.start + task.n - 1}, {task.n} waveforms, "
                     f"random stream stage_rng(seed={task.seed}, '{STREAM}', {task.index})) failed after "
                     f"{retries} retries: {type(exc).__name__}: {exc}. First parameters of the chunk: {first}. "
-                    f"Rerun to retry; to debug, run gwnpe.training_set.generate_chunk on this chunk alone."
+                    f"Rerun to retry; to debug, run gwnpe.stages.training_set.generate_chunk on this chunk alone."
                 ) from exc
             finally:
                 fut.release()
@@ -413,13 +348,6 @@ def run_training_set_stage(
     BasisError
         The basis is missing or on another frequency grid.
     """
-    import h5py
-
-    from . import provenance
-    from .cluster import dask_client
-    from .priors import fixed_parameters, intrinsic_keys, load_priors
-    from .waveforms import build_waveform_generator, max_failures
-
     prior_path, basis_path, out_path = Path(prior_path), Path(basis_path), Path(out_path)
     ts = settings["training_set"]
     n_total, chunk_size, retries = int(ts["size"]), int(ts["chunk_size"]), int(ts["retries"])
@@ -428,7 +356,7 @@ def run_training_set_stage(
     keys = intrinsic_keys(priors)
     if not keys:
         raise GwnpeError(f"prior file '{prior_path}' samples no intrinsic parameter; every training waveform would be the same.")
-    k, delta_f = _check_basis(basis_path, generator.domain.frequencies)
+    k, delta_f = products.basis_shape(basis_path, generator.domain.frequencies)
     allowed = max_failures(settings["waveform"]["max_failure_fraction"], n_total)
     bounds = chunk_bounds(n_total, chunk_size)
     chunk_dir = chunk_dir_for(out_path)
@@ -445,8 +373,9 @@ def run_training_set_stage(
         "training set: %d waveforms of %s over %s in %d chunks of <= %d, basis K = %d, %d LAL refusals allowed",
         n_total, generator.approximant, keys, len(tasks), chunk_size, k, allowed,
     )
-    prov = provenance.make_provenance(
-        "training_set", provenance_settings(settings, prior_path.read_text(), keys), inputs={"basis": basis_path}
+    prov = products.make_provenance(
+        "training_set", {**stage_settings(settings, "training_set"), "intrinsic_parameters": list(keys)},
+        inputs={"basis": basis_path}, texts={"prior_file": prior_path.read_text()},
     )
 
     shutil.rmtree(chunk_dir, ignore_errors=True)  # never reuse chunks of an interrupted run
@@ -471,32 +400,13 @@ def run_training_set_stage(
             logger.warning("training set: first refused draw (chunk %d): %s at %s", failures[0]["chunk"], failures[0]["reason"], failures[0]["parameters"])
 
         t1 = time.perf_counter()
-        with provenance.atomic_output(out_path) as tmp:
-            with h5py.File(tmp, "w", track_order=True) as f:
-                grp = f.create_group("parameters", track_order=True)
-                pds = {key: grp.create_dataset(key, shape=(n_total,), dtype="f8", track_times=False) for key in keys}
-                hp_ds = f.create_dataset("h_plus", shape=(n_total, k), dtype="c8", track_times=False)
-                hc_ds = f.create_dataset("h_cross", shape=(n_total, k), dtype="c8", track_times=False)
-                for m in meta:  # chunk order, one chunk in memory at a time
-                    params, hp, hc = _read_chunk(m["path"], keys, m["n"], k)
-                    rows = slice(m["start"], m["start"] + m["n"])
-                    for key in keys:
-                        pds[key][rows] = params[key]
-                    hp_ds[rows] = hp
-                    hc_ds[rows] = hc
-                    del params, hp, hc
-                    os.unlink(m["path"])
-                f.create_dataset("failures", data=json.dumps(failures), dtype=h5py.string_dtype("utf-8"), track_times=False)
-                f.attrs["n"] = n_total
-                f.attrs["chunk_size"] = chunk_size
-                f.attrs["n_chunks"] = len(tasks)
-                f.attrs["basis_size"] = k
-                f.attrs["delta_f"] = delta_f
-                f.attrs["reference_distance"] = generator.reference_distance
-                f.attrs["approximant"] = generator.approximant
-                f.attrs["intrinsic_parameters"] = json.dumps(keys)
-                f.attrs["fixed_parameters"] = json.dumps(fixed_parameters(priors), sort_keys=True)
-                provenance.write_h5(f, prov)
+        attrs = {
+            "n": n_total, "chunk_size": chunk_size, "n_chunks": len(tasks), "basis_size": k, "delta_f": delta_f,
+            "reference_distance": generator.reference_distance, "approximant": generator.approximant,
+            "intrinsic_parameters": json.dumps(keys),
+            "fixed_parameters": json.dumps(fixed_parameters(priors), sort_keys=True),
+        }
+        products.write_training_set(out_path, meta, keys, n_total, k, failures, attrs, prov)
         t_merge = time.perf_counter() - t1
     finally:
         shutil.rmtree(chunk_dir, ignore_errors=True)
@@ -512,74 +422,3 @@ def run_training_set_stage(
         "merge_seconds": t_merge,
         "throughput": rate,
     }
-
-
-@dataclass
-class TrainingSet:
-    """A training set read by :func:`load_training_set`.
-
-    Attributes
-    ----------
-    parameters : dict of (N,) arrays (or h5py datasets when lazy)
-    h_plus, h_cross : (N, K) complex64 arrays (or h5py datasets when lazy)
-        Reduced-basis coefficients of the whitened polarizations at ``reference_distance``.
-    failures : list of dict
-        Draws refused by LAL and redrawn.
-    attrs : dict
-        File attributes (``basis_size``, ``delta_f`` [Hz], ``reference_distance`` [Mpc], ...).
-    """
-
-    parameters: dict
-    h_plus: object
-    h_cross: object
-    failures: list
-    attrs: dict
-    _file: object = None
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def load_training_set(path: str | Path, lazy: bool = False) -> TrainingSet:
-    """Read ``training_set.h5``.
-
-    Parameters
-    ----------
-    path : str or Path
-    lazy : bool
-        Return h5py datasets (read on indexing, memory-light) and keep the file open;
-        close it with :meth:`TrainingSet.close` or a ``with`` block.
-    """
-    import h5py
-
-    from .provenance import PROVENANCE_ATTR
-
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingSetError(f"training set '{path}' does not exist; run the training_set stage first.")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise TrainingSetError(f"training set '{path}' is unreadable or truncated ({exc}); delete it and rerun the "
-                               "training_set stage.") from exc
-    try:
-        keys = json.loads(f.attrs["intrinsic_parameters"])
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items() if k != PROVENANCE_ATTR}
-        raw = f["failures"][()]
-        failures = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-        if lazy:
-            return TrainingSet({k: f["parameters"][k] for k in keys}, f["h_plus"], f["h_cross"], failures, attrs, f)
-        out = TrainingSet({k: f["parameters"][k][...] for k in keys}, f["h_plus"][...], f["h_cross"][...], failures, attrs)
-    except (KeyError, OSError) as exc:
-        f.close()
-        raise TrainingSetError(f"training set '{path}' is incomplete ({exc}); delete it and rerun the training_set stage.") from exc
-    f.close()
-    return out

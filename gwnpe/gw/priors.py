@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PriorError
+from ..errors import PriorError
 
 logger = logging.getLogger(__name__)
 
@@ -258,3 +258,11 @@ def to_absolute_time(priors, trigger_time: float):
     else:
         raise PriorError(f"geocent_time prior {p!r} cannot be shifted to absolute time; use Uniform or a fixed value.")
     return out
+
+
+def geocent_time_bound(priors) -> float:
+    """Largest |geocent_time| [s] (relative to the trigger) that the prior allows."""
+    p = priors.get("geocent_time", 0.0)
+    if isinstance(p, (int, float)):
+        return abs(float(p))
+    return float(max(abs(getattr(p, "minimum", getattr(p, "peak", 0.0))), abs(getattr(p, "maximum", getattr(p, "peak", 0.0)))))

@@ -1,5 +1,4 @@
-"""Strain for the PSD estimate: the estimation window, file readers, simulated noise,
-reference noise curves and optional GWOSC downloads.
+"""Strain files: the PSD estimation window, readers (GWOSC HDF5, GWF, TXT) and GWOSC downloads.
 
 Conventions
 -----------
@@ -14,7 +13,6 @@ Conventions
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
@@ -25,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, StrainError
+from ..errors import StrainError
+from .domain import analysis_segment as _segment
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +40,10 @@ _SAMPLE_TOL = 1e-2
 
 
 def analysis_segment(settings: dict) -> tuple[float, float]:
-    """Start and end [GPS s] of the analysed segment.
-
-    Parameters
-    ----------
-    settings : dict
-        Validated config (keys ``trigger_time`` and ``domain``).
-
-    Returns
-    -------
-    start, end : float
-        ``trigger_time - (duration - post_trigger_duration)`` and
-        ``trigger_time + post_trigger_duration`` [GPS s].
-    """
+    """Start and end [GPS s] of the analysed segment of a config (``trigger_time`` and ``domain``);
+    see :func:`gwnpe.gw.domain.analysis_segment`."""
     dom = settings["domain"]
-    t = float(settings["trigger_time"])
-    return t - (float(dom["duration"]) - float(dom["post_trigger_duration"])), t + float(dom["post_trigger_duration"])
+    return _segment(settings["trigger_time"], dom["duration"], dom["post_trigger_duration"])
 
 
 def psd_window(settings: dict) -> tuple[float, float]:
@@ -307,171 +294,6 @@ def _is_gwosc_hdf5(path: Path) -> bool:
         return True
 
 
-# ----------------------------------------------------------------------------- noise curves
-
-
-def bilby_noise_curve_dir() -> Path:
-    """Folder of the noise curves shipped with bilby (found without importing bilby)."""
-    spec = importlib.util.find_spec("bilby")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("bilby is not installed; cannot look up its noise curves.")
-    return Path(list(spec.submodule_search_locations)[0]) / "gw" / "detector" / "noise_curves"
-
-
-def _curve_is_asd(name: str) -> bool:
-    """Whether a curve file holds an ASD: by name (``*_psd*`` -> PSD; ``*asd*`` and bilby's
-    ``aplus.txt`` -> ASD; other user files -> PSD)."""
-    low = Path(name).name.lower()
-    if "psd" in low:
-        return False
-    return "asd" in low or low == "aplus.txt"
-
-
-def load_noise_curve(name_or_path: str | Path, frequencies: np.ndarray) -> np.ndarray:
-    """One-sided PSD [1/Hz] of a reference noise curve at ``frequencies``.
-
-    Parameters
-    ----------
-    name_or_path : str or Path
-        Either the file name of a curve shipped with bilby (``aLIGO_O4_high_asd.txt``,
-        ``aplus.txt``, ... in ``bilby/gw/detector/noise_curves``) or a path to a two-column
-        text file, frequency [Hz] and ASD [1/sqrt(Hz)] or PSD [1/Hz]. The column is an ASD
-        if the file name contains ``asd`` (and for bilby's ``aplus.txt``), a PSD otherwise
-        (names containing ``psd`` always are). A prefix ``asd:`` or ``psd:`` (e.g.
-        ``asd:my_curve.txt``) overrides the guess. An existing path wins over a bilby name.
-    frequencies : array_like
-        Frequencies [Hz] at which to evaluate the curve.
-
-    Returns
-    -------
-    psd : ndarray
-        PSD [1/Hz], interpolated linearly in log(f)-log(PSD). Frequencies outside the
-        curve's range (and f <= 0) get ``inf``, so that such bins carry no weight and
-        simulated noise is zero there; never 0 or NaN.
-
-    Raises
-    ------
-    ConfigError
-        If the curve is not found (the message lists bilby's curves) or is not a
-        two-column file of positive values.
-    """
-    spec = str(name_or_path)
-    kind = None
-    if spec[:4].lower() in ("asd:", "psd:"):
-        kind, spec = spec[:3].lower(), spec[4:]
-    path = Path(spec)
-    if not path.is_file():
-        bilby_dir = bilby_noise_curve_dir()
-        if (bilby_dir / path.name).is_file() and path.name == spec:
-            path = bilby_dir / path.name
-        else:
-            available = sorted(p.name for p in bilby_dir.glob("*.txt"))
-            raise ConfigError(
-                f"noise curve '{name_or_path}' is neither an existing file nor a bilby curve. "
-                f"bilby ships: {', '.join(available)}. Set psd.noise_curve to one of these or to "
-                "a two-column (frequency [Hz], ASD or PSD) file."
-            )
-    is_asd = (kind == "asd") if kind else _curve_is_asd(path.name)
-    try:
-        curve = np.loadtxt(path, ndmin=2)
-    except ValueError as exc:
-        raise ConfigError(f"noise curve '{path}' is not a two-column text file: {exc}") from exc
-    if curve.shape[1] != 2 or curve.shape[0] < 2:
-        raise ConfigError(f"noise curve '{path}' has shape {curve.shape}; expected >= 2 rows of (frequency, value).")
-    f_c, v_c = curve[:, 0], curve[:, 1]
-    keep = (f_c > 0) & (v_c > 0) & np.isfinite(f_c) & np.isfinite(v_c)
-    f_c, v_c = f_c[keep], v_c[keep]
-    order = np.argsort(f_c)
-    f_c, v_c = f_c[order], v_c[order]
-    if len(f_c) < 2:
-        raise ConfigError(f"noise curve '{path}' has fewer than two positive, finite rows.")
-    if is_asd and np.median(v_c) < 1e-35 or not is_asd and np.median(v_c) > 1e-30:
-        logger.warning(
-            "noise curve %s read as %s but its values (median %.3g) look like %s; use an "
-            "'asd:' or 'psd:' prefix if this is wrong", path, "ASD" if is_asd else "PSD",
-            np.median(v_c), "a PSD" if is_asd else "an ASD",
-        )
-    psd_c = v_c**2 if is_asd else v_c
-    f = np.atleast_1d(np.asarray(frequencies, dtype=np.float64))
-    out = np.full(f.shape, np.inf)
-    inside = (f >= f_c[0]) & (f <= f_c[-1])
-    out[inside] = np.exp(np.interp(np.log(f[inside]), np.log(f_c), np.log(psd_c)))
-    return out
-
-
-# ----------------------------------------------------------------------------- simulated noise
-
-
-def simulate_noise(
-    psd_freqs: np.ndarray,
-    psd_values: np.ndarray,
-    duration: float,
-    sampling_frequency: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Stationary Gaussian noise [strain] coloured by a one-sided PSD.
-
-    The noise is drawn in the frequency domain on the grid ``k / duration``: with
-    ``h~(f) = dt * FFT(h)``, the real and imaginary parts of each bin are independent
-    ``N(0, PSD * T / 4)`` (bilby's convention, ``<|h~|^2> = T PSD / 2``); the DC and
-    Nyquist bins are real with variance ``T PSD / 2``. The inverse FFT then gives a
-    series whose Welch estimate (scipy, ``scaling='density'``) recovers the PSD. The
-    noise is periodic over ``duration``.
-
-    Parameters
-    ----------
-    psd_freqs : array_like
-        Frequencies [Hz] of ``psd_values``; if they are not the grid ``k / duration``,
-        the PSD is interpolated linearly onto it.
-    psd_values : array_like
-        One-sided PSD [1/Hz], >= 0. Zero or non-finite bins (e.g. ``inf`` outside a
-        curve's range, or pycbc's analytic PSDs that are 0 at the last bin) and
-        frequencies outside ``psd_freqs`` get zero noise, never NaN.
-    duration : float
-        Length T [s]; ``duration * sampling_frequency`` must be a whole number.
-    sampling_frequency : float
-        Sampling rate [Hz].
-    rng : numpy.random.Generator
-        Source of randomness; the output is a deterministic function of its state.
-
-    Returns
-    -------
-    ndarray of float64
-        ``duration * sampling_frequency`` samples [strain].
-    """
-    n_float = duration * sampling_frequency
-    n = int(round(n_float))
-    if abs(n - n_float) > 1e-6 or n < 2:
-        raise ConfigError(
-            f"duration x sampling_frequency = {duration} x {sampling_frequency} = {n_float} "
-            "is not a whole number (>= 2) of samples."
-        )
-    f_in = np.asarray(psd_freqs, dtype=np.float64)
-    p_in = np.asarray(psd_values, dtype=np.float64)
-    if f_in.shape != p_in.shape:
-        raise ValueError(f"psd_freqs {f_in.shape} and psd_values {p_in.shape} differ in shape")
-    if np.any(p_in < 0):
-        raise StrainError("the PSD has negative values; cannot simulate noise from it.")
-    n_f = n // 2 + 1
-    grid = np.arange(n_f) / duration
-    if len(f_in) == n_f and np.allclose(f_in, grid, rtol=0, atol=1e-9 / duration):
-        psd = p_in.copy()
-    else:
-        p_nan = np.where(np.isfinite(p_in) & (p_in > 0), p_in, np.nan)
-        psd = np.interp(grid, f_in, p_nan, left=np.nan, right=np.nan)
-    psd = np.where(np.isfinite(psd) & (psd > 0), psd, 0.0)
-
-    sigma = np.sqrt(psd * duration / 4.0)
-    re = rng.standard_normal(n_f)
-    im = rng.standard_normal(n_f)
-    htilde = sigma * (re + 1j * im)
-    # DC (and Nyquist for even n) bins are real: all the variance in the real part.
-    htilde[0] = np.sqrt(2.0) * sigma[0] * re[0]
-    if n % 2 == 0:
-        htilde[-1] = np.sqrt(2.0) * sigma[-1] * re[-1]
-    return np.fft.irfft(htilde, n=n) * sampling_frequency
-
-
 # ----------------------------------------------------------------------------- GWOSC
 
 
@@ -564,80 +386,3 @@ def fetch_gwosc(
     return t0, dt, data
 
 
-# ----------------------------------------------------------------------------- dispatch
-
-
-def noise_curve_for(ifo: str, settings: dict) -> str | None:
-    """The ``psd.noise_curve`` entry of ``ifo`` (a single curve or a detector mapping)."""
-    curve = settings["psd"].get("noise_curve")
-    if isinstance(curve, dict):
-        if ifo not in curve:
-            raise ConfigError(f"psd.noise_curve is a mapping but has no curve for {ifo}.")
-        return curve[ifo]
-    return curve
-
-
-def get_psd_strain(ifo: str, settings: dict, rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
-    """Strain of ``ifo`` in the PSD window (:func:`psd_window`), from ``psd.source``.
-
-    Parameters
-    ----------
-    ifo : str
-        Detector name.
-    settings : dict
-        Validated config (``trigger_time``, ``domain``, ``psd``).
-    rng : numpy.random.Generator
-        Used only by ``simulated``.
-
-    Returns
-    -------
-    t0, dt, data
-        GPS start [s], spacing [s], strain samples.
-
-    Notes
-    -----
-    * ``simulated``: Gaussian noise from ``psd.noise_curve`` at ``domain.sampling_frequency``.
-    * ``files``: ``psd.strain_files[ifo]`` (channel ``psd.channels[ifo]`` for GWF) at the
-      file's own rate, which must be at least ``domain.sampling_frequency``.
-    * ``gwosc``: open data at 4096 Hz (16384 Hz if the domain needs more), cached in
-      ``psd.cache_dir``.
-    """
-    psd_cfg = settings["psd"]
-    fs = float(settings["domain"]["sampling_frequency"])
-    start, end = psd_window(settings)
-    source = psd_cfg["source"]
-    if source == "simulated":
-        duration = float(psd_cfg["duration"])  # not end - start: GPS round-off (~1e-7 s)
-        curve = noise_curve_for(ifo, settings)
-        n = int(round(duration * fs))
-        freqs = np.arange(n // 2 + 1) / duration
-        psd = load_noise_curve(curve, freqs)
-        return start, 1.0 / fs, simulate_noise(freqs, psd, duration, fs, rng)
-    if source == "files":
-        files = psd_cfg.get("strain_files") or {}
-        if ifo not in files:
-            raise ConfigError(f"psd.source is 'files' but psd.strain_files has no entry for {ifo}.")
-        channel = (psd_cfg.get("channels") or {}).get(ifo)
-        t0, dt, data = read_strain(files[ifo], ifo, start, end, channel=channel, purpose="psd")
-    elif source == "gwosc":
-        rate = 4096 if fs <= 4096 else 16384
-        t0, dt, data = fetch_gwosc(ifo, start, end, psd_cfg.get("cache_dir", "data/gwosc"), sample_rate=rate)
-    else:
-        raise ConfigError(f"psd.source = {source!r}; expected 'simulated', 'files' or 'gwosc'.")
-    where = files[ifo] if source == "files" else "GWOSC"
-    if 1.0 / dt < fs * (1 - 1e-9):
-        raise StrainError(
-            f"{ifo} strain '{where}' is sampled at {1 / dt:.6g} Hz, below domain.sampling_frequency "
-            f"= {fs:.6g} Hz: its PSD cannot reach {fs / 2:.6g} Hz. Lower domain.sampling_frequency "
-            "(and f_max) or use data sampled faster."
-        )
-    seg = float(psd_cfg.get("segment_length") or settings["domain"]["duration"])
-    n_seg = seg / dt
-    if abs(n_seg - round(n_seg)) > 1e-6 * max(1.0, n_seg):
-        raise StrainError(
-            f"{ifo} strain '{where}' is sampled at {1 / dt:.6g} Hz, so a Welch segment of "
-            f"psd.segment_length = {seg:g} s is not a whole number of samples ({n_seg:.6g}). Resample the data "
-            "to a rate that puts a whole number of samples in a segment (e.g. a power of two in Hz), or change "
-            "psd.segment_length."
-        )
-    return t0, dt, data

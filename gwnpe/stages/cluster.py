@@ -30,7 +30,7 @@ import logging
 import sys
 from collections.abc import Iterator
 
-from .errors import GwnpeError
+from ..errors import ClusterError
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,6 @@ SINGLE_THREAD_ENV = {
 CONNECT_TIMEOUT = 60.0
 #: Seconds to wait for the first Slurm worker job to start (queue wait included).
 SLURM_WORKER_TIMEOUT = 1800.0
-
-
-class ClusterError(GwnpeError):
-    """A dask cluster could not be started or reached."""
 
 
 @contextlib.contextmanager
@@ -92,7 +88,7 @@ def _environ_restored(keys: list[str]) -> Iterator[None]:
 
 def n_workers_for(dask_settings: dict, threads: int) -> int:
     """Number of workers (local) or Slurm jobs (slurm): ``dask.n_workers``, or ``threads`` when null."""
-    n = dask_settings.get("n_workers")
+    n = dask_settings["n_workers"]
     return int(n) if n else max(int(threads), 1)
 
 
@@ -111,18 +107,18 @@ def slurm_cluster_kwargs(dask_settings: dict) -> dict:
         ``walltime``, extra ``#SBATCH`` lines, single-threaded BLAS in the job
         script, and the scheduler's host when ``scheduler_host`` is set.
     """
-    s = dask_settings.get("slurm") or {}
+    s = dask_settings["slurm"]
     kwargs = {
-        "queue": s.get("queue"),
-        "account": s.get("account"),
-        "cores": int(s.get("cores", 1)),
+        "queue": s["queue"],
+        "account": s["account"],
+        "cores": int(s["cores"]),
         "processes": 1,
-        "memory": s.get("memory", "2GB"),
-        "walltime": s.get("walltime", "01:00:00"),
-        "job_extra_directives": list(s.get("job_extra_directives") or []),
+        "memory": s["memory"],
+        "walltime": s["walltime"],
+        "job_extra_directives": list(s["job_extra_directives"]),
         "job_script_prologue": [f"export {k}={v}" for k, v in SINGLE_THREAD_ENV.items()],
     }
-    if s.get("scheduler_host"):
+    if s["scheduler_host"]:
         kwargs["scheduler_options"] = {"host": s["scheduler_host"]}
     return kwargs
 
@@ -137,7 +133,7 @@ def make_slurm_cluster(dask_settings: dict):
         return SLURMCluster(**slurm_cluster_kwargs(dask_settings))
     except Exception as exc:
         raise ClusterError(
-            f"could not set up the Slurm cluster from dask.slurm = {dask_settings.get('slurm')}: "
+            f"could not set up the Slurm cluster from dask.slurm = {dask_settings['slurm']}: "
             f"{type(exc).__name__}: {exc}. Check dask.slurm.memory/walltime and dask.slurm.scheduler_host."
         ) from exc
 
@@ -167,7 +163,7 @@ def dask_client(dask_settings: dict, threads: int, timeout: float | None = None)
     """
     from distributed import Client
 
-    kind = dask_settings.get("cluster", "local")
+    kind = dask_settings["cluster"]
     n = n_workers_for(dask_settings, threads)
     with contextlib.ExitStack() as stack:
         if kind == "local":
@@ -209,7 +205,7 @@ def dask_client(dask_settings: dict, threads: int, timeout: float | None = None)
                 raise ClusterError(f"only {len(client.scheduler_info()['workers'])} of {n} local dask workers started.") from exc
             logger.info("local dask cluster: %d single-threaded worker processes", n)
         elif kind == "address":
-            address = dask_settings.get("address")
+            address = dask_settings["address"]
             if not address:
                 raise ClusterError("dask.cluster is 'address' but dask.address is not set (e.g. tcp://host:8786).")
             t = timeout or CONNECT_TIMEOUT
@@ -231,7 +227,7 @@ def dask_client(dask_settings: dict, threads: int, timeout: float | None = None)
             except TimeoutError as exc:
                 raise ClusterError(
                     f"no dask worker started within {t:g} s after submitting {n} Slurm job(s) "
-                    f"(dask.slurm = {dask_settings.get('slurm')}). Check the queue with squeue, the "
+                    f"(dask.slurm = {dask_settings['slurm']}). Check the queue with squeue, the "
                     "partition/account (dask.slurm.queue/account) and the worker job logs; if the "
                     "workers cannot reach the scheduler, set dask.slurm.scheduler_host to an interface "
                     "they can reach."

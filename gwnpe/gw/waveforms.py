@@ -15,17 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .domain import FrequencyDomain
-from .errors import WaveformError
+from ..errors import ConfigError, WaveformError, WaveformFailure
+from .domain import FrequencyDomain, build_domain
+from .priors import MASS_PARAMETERS, _is_constraint, _is_fixed, draw, fixed_parameters, geocent_time_bound
 
 logger = logging.getLogger(__name__)
 
 #: Arguments of :func:`bilby.gw.source.lal_binary_black_hole` besides frequencies and distance.
 LAL_ARGS = ("mass_1", "mass_2", "a_1", "tilt_1", "phi_12", "a_2", "tilt_2", "phi_jl", "theta_jn", "phase")
-
-
-class WaveformFailure(Exception):
-    """LAL refused one parameter set, or returned non-finite values."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +120,6 @@ class WaveformGenerator:
 
 
 def build_waveform_generator(config: dict) -> WaveformGenerator:
-    from .domain import build_domain
-
     w = config["waveform"]
     return WaveformGenerator(
         domain=build_domain(config),
@@ -178,8 +173,6 @@ def generate_from_prior(
         When more than ``max_failures`` draws fail.
     """
     from tqdm import tqdm
-
-    from .priors import draw, fixed_parameters
 
     fixed = fixed_parameters(priors)
     nb = len(generator.domain)
@@ -249,7 +242,6 @@ def longest_inspiral(priors, f_min: float) -> tuple[float, float, float] | None:
     import lalsimulation
     from bilby.gw.conversion import convert_to_lal_binary_black_hole_parameters
 
-    from .priors import MASS_PARAMETERS, _is_constraint, _is_fixed
 
     ranges = {}
     for key in MASS_PARAMETERS:
@@ -284,3 +276,44 @@ def longest_inspiral(priors, f_min: float) -> tuple[float, float, float] | None:
 def max_failures(fraction: float, n: int) -> int:
     """Number of refused draws tolerated for ``n`` waveforms."""
     return int(math.floor(fraction * n))
+
+
+def check_signal_duration(settings: dict, priors) -> None:
+    """Refuse a segment too short for the longest signal of the prior.
+
+    The part of the segment before the trigger, ``domain.duration - domain.post_trigger_duration``,
+    must hold the longest inspiral from ``domain.f_min`` that the prior's mass ranges allow
+    (TaylorF2 chirp time, see :func:`longest_inspiral`) plus the largest
+    ``geocent_time`` offset; otherwise frequency-domain waveforms wrap around the segment.
+
+    Parameters
+    ----------
+    settings : dict
+        Config with a ``domain`` section and ``priors`` (the prior file's path, for messages).
+    priors : bilby.core.prior.PriorDict
+        The loaded prior.
+
+    Raises
+    ------
+    ConfigError
+        Naming the durations, the binary and the settings to change.
+    """
+    dom = settings["domain"]
+    f_min = float(dom["f_min"])
+    found = longest_inspiral(priors, f_min)
+    if found is None:
+        return
+    seconds, m1, m2 = found
+    offset = geocent_time_bound(priors)
+    before = float(dom["duration"]) - float(dom["post_trigger_duration"])
+    needed = seconds + offset
+    if needed > before:
+        duration = needed + float(dom["post_trigger_duration"])
+        raise ConfigError(
+            f"domain.duration - domain.post_trigger_duration = {dom['duration']} - {dom['post_trigger_duration']} "
+            f"= {before:g} s before the trigger is shorter than the longest signal of the prior "
+            f"'{settings.get('priors')}': from domain.f_min = {f_min:g} Hz a binary of {m1:.3g} + {m2:.3g} Msun "
+            f"lasts {seconds:.3g} s, plus {offset:g} s of geocent_time offset. Its waveform would wrap around the "
+            f"segment. Raise domain.duration to at least {duration:.3g} s (e.g. {2 ** math.ceil(math.log2(duration)):g} s), "
+            "raise domain.f_min, or raise the prior's lower mass bound."
+        )

@@ -1,4 +1,10 @@
-"""Frequency-domain grid of the analysed segment."""
+"""Frequency-domain grid of the analysed segment, and its time origin.
+
+Conventions (bilby's): the analysed segment is ``[trigger_time - (duration - post_trigger_duration),
+trigger_time + post_trigger_duration]`` [GPS s]; an FFT of it has its phase origin at the segment
+start, while the network and the on-the-fly simulator use the trigger time as the origin
+(:func:`to_trigger_origin` moves between the two).
+"""
 
 from __future__ import annotations
 
@@ -68,3 +74,32 @@ def build_domain(config: dict) -> FrequencyDomain:
         duration=float(d["duration"]),
         sampling_frequency=float(d["sampling_frequency"]),
     )
+
+
+def analysis_segment(trigger_time: float, duration: float, post_trigger_duration: float) -> tuple[float, float]:
+    """Start and end [GPS s] of the analysed segment around ``trigger_time`` [GPS s].
+
+    ``duration`` [s] long, ending ``post_trigger_duration`` [s] after the trigger (bilby's convention).
+    """
+    t = float(trigger_time)
+    return t - (float(duration) - float(post_trigger_duration)), t + float(post_trigger_duration)
+
+
+def segment_start(trigger_time: float, domain_settings: dict) -> float:
+    """Start [GPS s] of the analysed segment for a config's ``domain`` section (see :func:`analysis_segment`)."""
+    return analysis_segment(trigger_time, domain_settings["duration"], domain_settings["post_trigger_duration"])[0]
+
+
+def to_trigger_origin(strain, frequencies, trigger_time: float, start_time: float):
+    """Move the time origin of frequency-domain strain from ``start_time`` to ``trigger_time`` [GPS s].
+
+    ``strain`` is a numpy array or a torch tensor (..., n_bins) on ``frequencies`` [Hz].
+    """
+    shift = trigger_time - start_time
+    if not isinstance(strain, np.ndarray) and type(strain).__module__.startswith("torch"):
+        import torch
+
+        f = torch.as_tensor(frequencies, dtype=torch.float64, device=strain.device)
+        phase = torch.exp(2j * np.pi * torch.remainder(f * shift, 1.0)).to(strain.dtype)
+        return strain * phase
+    return strain * np.exp(2j * np.pi * np.remainder(np.asarray(frequencies) * shift, 1.0))

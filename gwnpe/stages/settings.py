@@ -1,0 +1,172 @@
+"""One settings table: for each stage, the config keys its outputs depend on, and its code.
+
+The same table feeds a rule's ``params:`` (so that changing a key reruns exactly the stages that
+depend on it) and the provenance a stage stores in its outputs, so the two cannot drift apart. It
+holds science keys only: runtime keys (:data:`RUNTIME_KEYS`: dask workers, retries, the training
+device, checkpoint intervals, download caches) change how a stage runs, not what it makes, and
+reach the stage through :func:`with_runtime` without rerunning anything. Defaults live only in
+``config/schema.yaml``.
+
+This module is imported when Snakemake builds the DAG, so it imports neither torch nor bilby at
+module level.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from ..config import config_subset, read_config, validate_config
+from ..errors import ComparisonError, ConfigError, GwnpeError
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: its module (whose import closure is its code) and the config keys it depends on.
+
+    ``keys`` are top-level keys or dotted paths; ``runtime`` are the runtime keys it also reads.
+    """
+
+    module: str
+    keys: tuple[str, ...]
+    runtime: tuple[str, ...] = ()
+
+
+_EVENT = ("seed", "detectors", "trigger_time", "priors", "domain", "waveform")
+
+#: stage -> its module and the config keys that shape its outputs.
+STAGES: dict[str, Stage] = {
+    "psd": Stage("gwnpe.stages.psd", ("seed", "trigger_time", "detectors", "domain", "psd"), ("psd.cache_dir",)),
+    "bank": Stage("gwnpe.stages.bank", ("seed", "priors", "domain", "waveform", "bank")),
+    "svd": Stage("gwnpe.stages.svd", ("seed", "detectors", "priors", "domain", "svd")),
+    "training_set": Stage(
+        "gwnpe.stages.training_set",
+        ("seed", "priors", "domain", "waveform", "training_set.size", "training_set.chunk_size"),
+        ("training_set.retries", "dask"),
+    ),
+    "train": Stage("gwnpe.stages.train", (*_EVENT, "model", "training"), ("training.device",)),
+    "injections": Stage("gwnpe.stages.injections", (*_EVENT, "injections.count", "injections.file")),
+    "posteriors": Stage("gwnpe.stages.posteriors", ("seed", "injections.n_samples", "injections.batch_events")),
+    "corner": Stage("gwnpe.stages.report", ()),
+    "pp": Stage("gwnpe.stages.pp", ()),
+    "timings": Stage("gwnpe.stages.report", ()),
+    # the provenance table of the report is a table of the whole config
+    "provenance": Stage("gwnpe.stages.report", ("*",)),
+    "bilby": Stage("gwnpe.stages.compare", (*_EVENT, "comparison.sampler", "comparison.likelihood"),
+                   ("comparison.sampler.checkpoint_interval",)),
+    "importance_sampling": Stage("gwnpe.stages.compare", (*_EVENT, "comparison.n_samples")),
+    "compare": Stage("gwnpe.stages.compare", ("seed", "priors", "comparison.jsd_bootstrap")),
+    "compare_corner": Stage("gwnpe.stages.compare", ()),
+}
+
+#: Keys that change how a stage runs but not what it makes: never rerun triggers, never in provenance.
+RUNTIME_KEYS = tuple(sorted({k for s in STAGES.values() for k in s.runtime}))
+
+
+def _drop(tree: dict, dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.get(part)
+        if not isinstance(node, dict):
+            return
+    node.pop(leaf, None)
+
+
+def stage_settings(config: dict, stage: str) -> dict:
+    """The science settings of ``stage``: its keys of a validated config, runtime keys removed.
+
+    Works on a full config or on a dict that already holds only those keys (e.g. a stage's params),
+    so a stage computes its provenance with this function whatever it was given.
+    """
+    keys = STAGES[stage].keys
+    if keys == ("*",):
+        out = copy.deepcopy(config)
+    else:
+        out = copy.deepcopy(config_subset(config, *keys))
+    for key in RUNTIME_KEYS:
+        _drop(out, key)
+    return out
+
+
+def with_runtime(settings: dict, config: dict, stage: str) -> dict:
+    """``settings`` (a stage's params) plus the runtime keys the stage reads, taken from ``config``."""
+    out = copy.deepcopy(settings)
+    runtime = config_subset(config, *STAGES[stage].runtime)
+
+    def merge(dst: dict, src: dict) -> None:
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                merge(dst[k], v)
+            else:
+                dst[k] = copy.deepcopy(v)
+
+    merge(out, runtime)
+    return out
+
+
+def stage_code(stage: str) -> str:
+    """Hash of the stage module's source and of every gwnpe module it imports (see :func:`gwnpe.provenance.code_hash`)."""
+    from ..provenance import code_hash
+
+    return code_hash(STAGES[stage].module)
+
+
+# ----------------------------------------------------------------------------- whole-config checks
+
+
+def check_config(config: dict) -> dict:
+    """Validate a config completely, before any job starts: the schema and cross-key rules
+    (:func:`gwnpe.config.validate_config`, which fills in defaults), then the prior file against
+    the waveform model and the segment (:func:`gwnpe.gw.waveforms.check_signal_duration`)."""
+    from ..gw.priors import load_priors
+    from ..gw.waveforms import check_signal_duration
+
+    validate_config(config)
+    priors = load_priors(config["priors"], approximant=config["waveform"]["approximant"])
+    check_signal_duration(config, priors)
+    return config
+
+
+def load_config(path) -> dict:
+    """Read a YAML config file and check it completely (see :func:`check_config`)."""
+    return check_config(read_config(path))
+
+
+def injection_count(config: dict) -> int:
+    """Number of injections: ``injections.count``, or the rows of ``injections.file``."""
+    inj = config["injections"]
+    if inj["file"]:
+        from ..gw.priors import load_priors, sampled_keys
+        from ..products import read_injection_file
+
+        priors = load_priors(config["priors"])
+        return len(next(iter(read_injection_file(inj["file"], sampled_keys(priors)).values())))
+    return inj["count"]
+
+
+def comparison_indices(comparison: dict, n_injections: int) -> list[int]:
+    """The injection indices named by ``comparison.injections`` (a count or a list), checked against the campaign."""
+    spec = comparison["injections"]
+    if isinstance(spec, int):
+        if spec > n_injections:
+            raise ComparisonError(
+                f"comparison.injections asks for the first {spec} injections, but the campaign has {n_injections}; "
+                f"lower comparison.injections to at most {n_injections} or raise injections.count."
+            )
+        return list(range(spec))
+    bad = [i for i in spec if not 0 <= int(i) < n_injections]
+    if bad:
+        raise ComparisonError(
+            f"comparison.injections names injection index {bad[0]}"
+            + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+            + f", but the campaign has injections 0-{n_injections - 1}; use indices below {n_injections} "
+            "or raise injections.count."
+        )
+    return sorted(int(i) for i in spec)
+
+
+__all__ = [
+    "STAGES", "RUNTIME_KEYS", "Stage", "stage_settings", "with_runtime", "stage_code", "check_config", "load_config",
+    "injection_count", "comparison_indices", "ConfigError", "GwnpeError",
+]
