@@ -20,8 +20,8 @@ import torch
 
 def main() -> None:
     from gwnpe.inference.sampling import model_domain, sample_whitened, to_physical, whitened_strain
-    from gwnpe.injections import load_injections
-    from gwnpe.nn.model import load_model
+    from gwnpe.products.injections import load_injections
+    from gwnpe.products.model import load_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)

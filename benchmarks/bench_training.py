@@ -32,14 +32,14 @@ def _time(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    from gwnpe.config import load_config
-    from gwnpe.data import Simulator, TrainingData
-    from gwnpe.domain import build_domain
+    from gwnpe.stages.workflow import load_config
+    from gwnpe.nn.simulator import Simulator, TrainingData
+    from gwnpe.gw.domain import build_domain
     from gwnpe.nn.model import build_model
-    from gwnpe.priors import load_priors, sampled_keys
-    from gwnpe.psd import psd_on_domain
-    from gwnpe.svd import load_basis
-    from gwnpe.training.trainer import prior_standardisation
+    from gwnpe.gw.priors import load_priors, sampled_keys
+    from gwnpe.products.psd import psd_on_domain
+    from gwnpe.products.basis import load_basis
+    from gwnpe.nn.training import prior_standardisation
 
     import sys
 

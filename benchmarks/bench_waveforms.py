@@ -80,9 +80,9 @@ def build_basis(config: dict, path: Path, n_bank: int, size: int) -> None:
     """A reduced basis from a small bank (numpy SVD of whitened h+ and hx), in ``load_basis`` format."""
     import h5py
 
-    from gwnpe.priors import intrinsic_keys, load_priors
-    from gwnpe.psd import whiten
-    from gwnpe.waveforms import build_waveform_generator, generate_from_prior
+    from gwnpe.gw.priors import intrinsic_keys, load_priors
+    from gwnpe.gw.noise import whiten
+    from gwnpe.gw.waveforms import build_waveform_generator, generate_from_prior
 
     gen = build_waveform_generator(config)
     priors = load_priors(config["priors"], approximant=gen.approximant)
@@ -99,8 +99,8 @@ def build_basis(config: dict, path: Path, n_bank: int, size: int) -> None:
 
 
 def _lal_rows(config: dict, n: int):
-    from gwnpe.priors import draw, fixed_parameters, intrinsic_keys, load_priors
-    from gwnpe.waveforms import LAL_ARGS, build_waveform_generator
+    from gwnpe.gw.priors import draw, fixed_parameters, intrinsic_keys, load_priors
+    from gwnpe.gw.waveforms import LAL_ARGS, build_waveform_generator
 
     gen = build_waveform_generator(config)
     priors = load_priors(config["priors"], approximant=gen.approximant)
@@ -116,7 +116,7 @@ def loop_rate(config: dict, seconds: float, barrier=None) -> float:
     The loop runs for ``seconds`` of wall time, after waiting at ``barrier`` when given
     (so that loops in several processes overlap).
     """
-    from gwnpe.waveforms import WaveformFailure
+    from gwnpe.errors import WaveformFailure
 
     gen, rows = _lal_rows(config, 200)
     gen.polarizations(rows[0])  # warm-up
@@ -143,7 +143,7 @@ def lal_only_ms(config: dict, n: int = 300) -> float:
     import lal
     from bilby.gw.source import lal_binary_black_hole
 
-    from gwnpe.waveforms import LAL_ARGS
+    from gwnpe.gw.waveforms import LAL_ARGS
 
     gen, rows = _lal_rows(config, n)
     d = gen.domain
@@ -183,7 +183,7 @@ def bare_parallel_rate(config: dict, workers: int, seconds: float) -> float:
 
 def _warm_worker(task) -> float:
     """Run a 2-waveform chunk: imports bilby/LAL/h5py and caches the prior and basis, so timings exclude start-up."""
-    from gwnpe.training_set import generate_chunk
+    from gwnpe.stages.training_set import generate_chunk
 
     t0 = time.perf_counter()
     generate_chunk(task)
@@ -203,9 +203,9 @@ def main(argv=None) -> int:
 
     import distributed  # noqa: F401  (configures its loggers on import; quieten them afterwards)
 
-    from gwnpe.cluster import dask_client
-    from gwnpe.config import load_config
-    from gwnpe.training_set import run_training_set_stage
+    from gwnpe.stages.cluster import dask_client
+    from gwnpe.stages.workflow import load_config
+    from gwnpe.stages.training_set import run_training_set_stage
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ["distributed", "bilby", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]:
@@ -310,7 +310,7 @@ def main(argv=None) -> int:
 
 
 def warm_task(settings: dict, basis: Path, folder: Path):
-    from gwnpe.training_set import ChunkTask
+    from gwnpe.stages.training_set import ChunkTask
 
     folder.mkdir(exist_ok=True)
     return ChunkTask(

@@ -35,7 +35,7 @@ def _print_tree(obj, indent: int = 0, out=sys.stdout) -> None:
 
 
 def cmd_ls(args) -> int:
-    from .products import read_provenance
+    from .products.common import read_provenance
 
     try:
         prov = read_provenance(args.file)
@@ -97,8 +97,11 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from .errors import InferenceError
-    from .inference.sampling import model_domain, sample_posterior, strain_from_time_domain
-    from .products import load_model, psd_on_domain, read_fd_strain, save_result
+    from .inference.sampling import model_domain, model_priors, sample_posterior, strain_from_time_domain
+    from .products.model import load_model
+    from .products.psd import psd_on_domain
+    from .products.results import save_result
+    from .products.strain import read_fd_strain
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
@@ -144,7 +147,7 @@ def cmd_sample(args) -> int:
         extra, evidence, meta["importance_sampling"] = importance_result_fields(res)
         message += (f"; importance sampling {res['time']:.1f} s: efficiency {res['efficiency']:.1%}, "
                     f"log BF {res['log_bayes_factor']:.2f} +- {res['log_evidence_err']:.2f}")
-    save_result(args.output, model, out["samples"], out["log_q"], out["sampling_time"], label=args.label,
+    save_result(args.output, model, model_priors(model), out["samples"], out["log_q"], out["sampling_time"], label=args.label,
                 injection_parameters=injection, meta_data=meta, extra_columns=extra, evidence=evidence)
     print(f"{message} (total {time.perf_counter() - t0:.2f} s) -> {args.output}")
     return 0

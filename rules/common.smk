@@ -2,7 +2,8 @@
 from snakemake.exceptions import WorkflowError
 
 from gwnpe.errors import GwnpeError
-from gwnpe.stages.settings import check_config, comparison_indices, injection_count, stage_code, stage_settings
+from gwnpe.stages.settings import stage_code, stage_settings
+from gwnpe.stages.workflow import check_config, comparison_indices, injection_count
 
 # Validate once at load time: a wrong key, type, range or prior stops here, before any job.
 try:

@@ -3,7 +3,7 @@ import logging
 
 from _helpers import LoggerStream, configure_logging
 
-from gwnpe.stages.compare import run_bilby_stage
+from gwnpe.stages.bilby import run_bilby_stage
 from gwnpe.stages.settings import with_runtime
 
 log = configure_logging(snakemake)  # noqa: F821

@@ -1,6 +1,6 @@
 from _helpers import configure_logging
 
-from gwnpe.stages.compare import run_importance_sampling_stage
+from gwnpe.stages.importance_sampling import run_importance_sampling_stage
 
 configure_logging(snakemake)  # noqa: F821
 run_importance_sampling_stage(

@@ -21,7 +21,7 @@ def _in_repo(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    from gwnpe.config import load_config
+    from gwnpe.stages.workflow import load_config
 
     return load_config(REPO / "config" / "tiny.yaml")
 
@@ -44,7 +44,7 @@ def bilby_curve_psd(frequencies: np.ndarray, name: str = "aLIGO_O4_high_asd.txt"
 @pytest.fixture
 def psd_files(tmp_path, config):
     """Two-column PSD files (the aLIGO O4 curve, scaled differently per detector) on 0..Nyquist."""
-    from gwnpe.domain import build_domain
+    from gwnpe.gw.domain import build_domain
 
     freqs = build_domain(config).full_frequencies
     psd = bilby_curve_psd(freqs)
@@ -69,12 +69,11 @@ def two_threads():
 @pytest.fixture(scope="session")
 def tiny_products(tmp_path_factory, tiny_config):
     """PSDs, bank, basis and training set of config/tiny.yaml, built once through the library."""
-    import copy
-
-    from gwnpe.bank import bank_settings, run_bank_stage
-    from gwnpe.psd import run_psd_stage
-    from gwnpe.svd import run_svd_stage, svd_settings
-    from gwnpe.training_set import run_training_set_stage
+    from gwnpe.stages.bank import run_bank_stage
+    from gwnpe.stages.psd import run_psd_stage
+    from gwnpe.stages.settings import stage_settings
+    from gwnpe.stages.svd import run_svd_stage
+    from gwnpe.stages.training_set import run_training_set_stage
 
     cfg = copy.deepcopy(tiny_config)
     d = tmp_path_factory.mktemp("tiny_products")
@@ -82,12 +81,79 @@ def tiny_products(tmp_path_factory, tiny_config):
     for ifo in cfg["detectors"]:
         psds[ifo] = d / f"{ifo}_psd.txt"
         run_psd_stage(ifo, cfg, psds[ifo], d / f"{ifo}_psd.png")
-    run_bank_stage(bank_settings(cfg), d / "bank.h5", progress=False)
-    run_svd_stage(svd_settings(cfg), d / "bank.h5", psds, d / "basis.h5", None, threads=1)
+    run_bank_stage(stage_settings(cfg, "bank"), d / "bank.h5", progress=False)
+    run_svd_stage(stage_settings(cfg, "svd"), bank_path=d / "bank.h5", psd_paths=psds, out_path=d / "basis.h5",
+                  plot_path=None, threads=1)
     run_training_set_stage(cfg, prior_path=cfg["priors"], basis_path=d / "basis.h5",
                            out_path=d / "training_set.h5", threads=2, progress=False)
     return {"config": cfg, "dir": d, "psds": psds, "basis": d / "basis.h5", "training_set": d / "training_set.h5",
             "bank": d / "bank.h5"}
+
+
+def train_model(cfg: dict, out_dir, *, training_set, basis, psds: dict, threads: int = 2, on_epoch_end=None) -> list[dict]:
+    """Run the train stage with ``cfg`` into ``out_dir`` (model.pt, history.csv, loss.png, throughput.csv,
+    checkpoint.pt); returns the history."""
+    from gwnpe.stages.train import TrainOutputs, run_train_stage
+
+    out_dir = Path(out_dir)
+    out = TrainOutputs(model=out_dir / "model.pt", history=out_dir / "history.csv", plot=out_dir / "loss.png",
+                       checkpoint=out_dir / "checkpoint.pt", throughput=out_dir / "throughput.csv")
+    return run_train_stage(cfg, training_set_path=training_set, basis_path=basis, psd_paths=psds, out=out,
+                           threads=threads, on_epoch_end=on_epoch_end)
+
+
+def train_tiny(products: dict, out_dir, epochs: int, on_epoch_end=None, **training) -> tuple[Path, list[dict], dict]:
+    """The tiny config trained for ``epochs`` (training keys overridden by ``training``) into ``out_dir``:
+    (out_dir, history, config)."""
+    cfg = copy.deepcopy(products["config"])
+    cfg["training"].update(epochs=epochs, **training)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hist = train_model(cfg, out_dir, training_set=products["training_set"], basis=products["basis"],
+                       psds=products["psds"], on_epoch_end=on_epoch_end)
+    return out_dir, hist, cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_products, tmp_path_factory):
+    """The one trained model of the test session: the tiny config trained for 6 epochs,
+    as (folder with model.pt / history.csv / loss.png / throughput.csv, history, config)."""
+    return train_tiny(tiny_products, tmp_path_factory.mktemp("tiny_model"), epochs=6)
+
+
+@pytest.fixture(scope="session")
+def untrained_model_path(tiny_products, tmp_path_factory):
+    """model.pt of the tiny config trained for zero epochs (not calibrated: the PP-test must fail it)."""
+    out, _, _ = train_tiny(tiny_products, tmp_path_factory.mktemp("untrained_model"), epochs=0)
+    return out / "model.pt"
+
+
+def training_data(path):
+    """A training-set file as the simulator's tensors."""
+    from gwnpe.nn.simulator import TrainingData
+    from gwnpe.products.training_set import load_training_set
+
+    ts = load_training_set(path)
+    return TrainingData(ts.parameters, ts.h_plus, ts.h_cross)
+
+
+def simulator(products: dict, dtype=None):
+    """The on-the-fly simulator of the tiny products: (Simulator, domain, ASDs)."""
+    import torch
+
+    from gwnpe.gw.domain import build_domain
+    from gwnpe.gw.priors import load_priors
+    from gwnpe.nn.simulator import Simulator
+    from gwnpe.products.basis import load_basis
+    from gwnpe.products.psd import psd_on_domain
+
+    cfg = products["config"]
+    dom = build_domain(cfg)
+    basis = load_basis(products["basis"])
+    asds = np.sqrt([psd_on_domain(products["psds"][i], dom) for i in cfg["detectors"]])
+    sim = Simulator(basis.V, basis.asd_reference, asds, dom.frequencies, cfg["detectors"], cfg["trigger_time"],
+                    load_priors(cfg["priors"]), cfg["waveform"]["reference_distance"], dtype=dtype or torch.float64)
+    return sim, dom, asds
 
 
 def noise_event(model, seed=0):

@@ -62,7 +62,10 @@ from gwnpe.errors import (
     WaveformError,
 )
 
-from .conftest import REPO, noise_event
+from tests.conftest import REPO, noise_event, train_model
+
+#: settings of the posteriors stage in these tests
+POSTERIOR_SETTINGS = {"seed": 1, "injections": {"n_samples": 50, "batch_events": 16}}
 
 DEFAULT_PRIOR = (REPO / "config/priors/default.prior").read_text()
 
@@ -176,17 +179,17 @@ CONFIG_CASES = [
 
 @pytest.mark.parametrize("mutate, error, needles", CONFIG_CASES)
 def test_config(mutate, error, needles, tmp_path):
-    from gwnpe.config import validate_config
+    from gwnpe.stages.workflow import check_config
 
     raw = _raw_config()
     mutate(raw, tmp_path)
     with pytest.raises(error) as info:
-        validate_config(raw)
+        check_config(raw)
     assert_names(info, *needles)
 
 
 def test_config_missing_file(tmp_path):
-    from gwnpe.config import load_config
+    from gwnpe.stages.workflow import load_config
 
     path = tmp_path / "my_run.yaml"
     with pytest.raises(ConfigError) as info:
@@ -196,7 +199,7 @@ def test_config_missing_file(tmp_path):
 
 def test_config_missing_noise_curve_file(config, tmp_path):
     """A noise-curve path that does not exist is caught by the PSD stage, which then writes nothing."""
-    from gwnpe.psd import run_psd_stage
+    from gwnpe.stages.psd import run_psd_stage
 
     config["psd"]["noise_curve"] = str(tmp_path / "my_asd.txt")
     out = tmp_path / "out"
@@ -247,13 +250,13 @@ PRIOR_CASES = [
 @pytest.mark.parametrize("edit, needles", PRIOR_CASES)
 def test_prior(edit, needles, tmp_path):
     """Prior problems stop the run at config load, naming the prior file."""
-    from gwnpe.config import validate_config
+    from gwnpe.stages.workflow import check_config
 
     prior = _write_prior(tmp_path, edit(DEFAULT_PRIOR))
     raw = _raw_config()
     raw["priors"] = str(prior)
     with pytest.raises(PriorError) as info:
-        validate_config(raw)
+        check_config(raw)
     assert_names(info, str(prior), *needles)
 
 
@@ -273,7 +276,8 @@ WAVEFORM_CASES = [
 
 @pytest.mark.parametrize("old, new, size, fraction, needles", WAVEFORM_CASES)
 def test_waveform(old, new, size, fraction, needles, tiny_config, tmp_path):
-    from gwnpe.bank import bank_settings, run_bank_stage
+    from gwnpe.stages.bank import run_bank_stage
+    from gwnpe.stages.settings import stage_settings
 
     prior = _write_prior(tmp_path, _replace(old, new)(DEFAULT_PRIOR), "edge.prior")
     cfg = copy.deepcopy(tiny_config)
@@ -282,7 +286,7 @@ def test_waveform(old, new, size, fraction, needles, tiny_config, tmp_path):
     cfg["waveform"]["max_failure_fraction"] = fraction
     out = tmp_path / "out"
     with pytest.raises(WaveformError) as info:
-        run_bank_stage(bank_settings(cfg), out / "bank.h5", progress=False)
+        run_bank_stage(stage_settings(cfg, "bank"), out / "bank.h5", progress=False)
     # approximant, LAL's own reason, the prior file, and the fix
     assert_names(info, "IMRPhenomD", "[LAL: XLAL Error", "fCut", str(prior), "Narrow the prior", *needles)
     assert_nothing_written(out)
@@ -298,7 +302,7 @@ def _strain_cfg(tiny_config):
 
 
 def _window(cfg):
-    from gwnpe.strain import psd_window
+    from gwnpe.gw.strain_io import psd_window
 
     return psd_window(cfg)
 
@@ -392,7 +396,7 @@ STRAIN_CASES = [
 @pytest.mark.parametrize("make", STRAIN_CASES)
 def test_strain(make, tiny_config, tmp_path):
     """Bad H1 strain (L1 is fine) through the PSD stage: the message names H1 and the file; no output."""
-    from gwnpe.psd import run_psd_stage
+    from gwnpe.stages.psd import run_psd_stage
 
     cfg = _strain_cfg(tiny_config)
     data = tmp_path / "data"
@@ -410,22 +414,14 @@ def test_strain(make, tiny_config, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model_path(tiny_products, tmp_path_factory):
-    """A model of the tiny config trained for one epoch."""
-    from gwnpe.training import run_train_stage, train_settings
-
-    p = tiny_products
-    cfg = copy.deepcopy(p["config"])
-    cfg["training"]["epochs"] = 1
-    out = tmp_path_factory.mktemp("model")
-    run_train_stage(train_settings(cfg), p["training_set"], p["basis"], p["psds"], out / "model.pt",
-                    out / "history.csv", out / "loss.png", out / "checkpoint.pt", threads=2)
-    return out / "model.pt"
+def model_path(tiny_model):
+    """The session's trained tiny model."""
+    return tiny_model[0] / "model.pt"
 
 
 @pytest.fixture(scope="module")
 def model(model_path):
-    from gwnpe.nn.model import load_model
+    from gwnpe.products.model import load_model
 
     return load_model(model_path)
 
@@ -436,7 +432,8 @@ def _event(model, seed=0):
 
 def _injections(tiny_products, folder, name, prior_text=None, detectors=None):
     """A two-injection campaign of the tiny config, optionally with another prior or detectors."""
-    from gwnpe.injections import injection_settings, run_injections_stage
+    from gwnpe.stages.injections import run_injections_stage
+    from gwnpe.stages.settings import stage_settings
 
     cfg = copy.deepcopy(tiny_products["config"])
     cfg["injections"]["count"] = 2
@@ -447,12 +444,13 @@ def _injections(tiny_products, folder, name, prior_text=None, detectors=None):
         cfg["detectors"] = detectors
         psds = {ifo: tiny_products["psds"]["H1"] for ifo in detectors}
     out = folder / f"{name}.h5"
-    run_injections_stage(injection_settings(cfg), psds, out)
+    run_injections_stage(stage_settings(cfg, "injections"), psd_paths=psds, out_path=out)
     return out
 
 
 def test_inference_extra_detector(model):
-    from gwnpe.inference import InferenceError, sample_posterior
+    from gwnpe.errors import InferenceError
+    from gwnpe.inference.sampling import sample_posterior
 
     strain, psds = _event(model)
     strain["V1"], psds["V1"] = strain["H1"], psds["H1"]
@@ -464,7 +462,7 @@ def test_inference_extra_detector(model):
 
 def test_inference_wrong_frequency_grid(model):
     """Strain of an 8 s segment (twice the bins) for a model of 4 s segments."""
-    from gwnpe.domain import FrequencyDomain
+    from gwnpe.gw.domain import FrequencyDomain
     from gwnpe.inference.sampling import whitened_strain
 
     strain, psds = _event(model)
@@ -478,7 +476,7 @@ def test_inference_wrong_frequency_grid(model):
 
 def test_inference_whitened_strain_of_wrong_shape(model):
     """Whitened strain for three detectors straight into the sampler: caught by the network, not by einsum."""
-    from gwnpe.inference import sample_whitened
+    from gwnpe.inference.sampling import sample_whitened
 
     d = np.zeros((1, 3, model.settings["n_bins"]), complex)
     with pytest.raises(ModelError) as info:
@@ -488,7 +486,8 @@ def test_inference_whitened_strain_of_wrong_shape(model):
 
 
 def test_inference_nan_frequency_domain_strain(model):
-    from gwnpe.inference import InferenceError, sample_posterior
+    from gwnpe.errors import InferenceError
+    from gwnpe.inference.sampling import sample_posterior
 
     strain, psds = _event(model)
     strain["L1"] = strain["L1"].copy()
@@ -510,7 +509,7 @@ def _segment_file(model, folder, name, fs=None, nan_at=None, cover=(-8.0, 8.0)):
 
 
 def test_inference_nan_time_domain_strain(model, tmp_path):
-    from gwnpe.inference import strain_from_time_domain
+    from gwnpe.inference.sampling import strain_from_time_domain
 
     good = _segment_file(model, tmp_path, "H1.hdf5")
     bad = _segment_file(model, tmp_path, "L1.hdf5", nan_at=0.5)  # NaNs 0.5 s after the trigger
@@ -521,7 +520,7 @@ def test_inference_nan_time_domain_strain(model, tmp_path):
 
 
 def test_inference_time_domain_file_not_covering_segment(model, tmp_path):
-    from gwnpe.inference import strain_from_time_domain
+    from gwnpe.inference.sampling import strain_from_time_domain
 
     good = _segment_file(model, tmp_path, "H1.hdf5")
     short = _segment_file(model, tmp_path, "L1.hdf5", cover=(-1.0, 1.0))  # the segment is [-2, 2) s
@@ -534,7 +533,8 @@ def test_inference_time_domain_file_not_covering_segment(model, tmp_path):
 
 
 def test_inference_time_domain_file_at_another_rate(model, tmp_path):
-    from gwnpe.inference import InferenceError, strain_from_time_domain
+    from gwnpe.errors import InferenceError
+    from gwnpe.inference.sampling import strain_from_time_domain
 
     good = _segment_file(model, tmp_path, "H1.hdf5")
     fast = _segment_file(model, tmp_path, "L1.hdf5", fs=1024.0)
@@ -545,7 +545,8 @@ def test_inference_time_domain_file_at_another_rate(model, tmp_path):
 
 def test_inference_injections_made_with_another_prior(model_path, tiny_products, tmp_path):
     """Injections parameterised by component masses, the model by chirp mass and mass ratio."""
-    from gwnpe.injections import InjectionError, run_posteriors_stage
+    from gwnpe.errors import InjectionError
+    from gwnpe.stages.posteriors import run_posteriors_stage
 
     text = DEFAULT_PRIOR.replace(
         "chirp_mass = bilby.gw.prior.UniformInComponentsChirpMass(name='chirp_mass', minimum=20.0, maximum=40.0, unit='$M_{\\odot}$')",
@@ -558,19 +559,19 @@ def test_inference_injections_made_with_another_prior(model_path, tiny_products,
     inj = _injections(tiny_products, tmp_path, "components", prior_text=text)
     out = tmp_path / "posteriors"
     with pytest.raises(InjectionError) as info:
-        run_posteriors_stage(model_path, inj, [out / "injection_0.hdf5", out / "injection_1.hdf5"], 50, seed=1)
+        run_posteriors_stage(POSTERIOR_SETTINGS, model_path=model_path, injections_path=inj, out_paths=[out / "injection_0.hdf5", out / "injection_1.hdf5"])
     assert_names(info, str(inj), "lack the model's parameters", "'chirp_mass'", "'mass_ratio'",
                  "made with another prior", "rerun the injections stage")
     assert_nothing_written(out)
 
 
 def test_inference_injections_for_other_detectors(model_path, tiny_products, tmp_path):
-    from gwnpe.injections import run_posteriors_stage
+    from gwnpe.stages.posteriors import run_posteriors_stage
 
     inj = _injections(tiny_products, tmp_path, "h1v1", detectors=["H1", "V1"])
     out = tmp_path / "posteriors"
     with pytest.raises(GwnpeError) as info:
-        run_posteriors_stage(model_path, inj, [out / "injection_0.hdf5", out / "injection_1.hdf5"], 50, seed=1)
+        run_posteriors_stage(POSTERIOR_SETTINGS, model_path=model_path, injections_path=inj, out_paths=[out / "injection_0.hdf5", out / "injection_1.hdf5"])
     assert_names(info, "trained for detectors ['H1', 'L1']", "given for ['H1', 'V1']",
                  "give exactly the model's detectors")
     assert_nothing_written(out)
@@ -582,8 +583,8 @@ def test_inference_injections_for_other_detectors(model_path, tiny_products, tmp
 def test_resources_cuda_requested_without_gpu(monkeypatch, tiny_products, tmp_path):
     """``training.device: cuda`` without a visible GPU stops the train stage before it writes anything;
     ``auto`` falls back to the CPU."""
-    from gwnpe.training import run_train_stage, select_device, train_settings
-
+    from gwnpe.nn.training import select_device
+    
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert select_device("auto") == torch.device("cpu")
     assert select_device("cpu") == torch.device("cpu")
@@ -592,8 +593,7 @@ def test_resources_cuda_requested_without_gpu(monkeypatch, tiny_products, tmp_pa
     out = tmp_path / "model"
     p = tiny_products
     with pytest.raises(GwnpeError) as info:
-        run_train_stage(train_settings(cfg), p["training_set"], p["basis"], p["psds"], out / "model.pt",
-                        out / "history.csv", out / "loss.png", out / "checkpoint.pt", threads=1)
+        train_model(cfg, out, training_set=p["training_set"], basis=p["basis"], psds=p["psds"], threads=1)
     assert_names(info, "training.device is 'cuda'", "no CUDA GPU is visible", "use 'auto' or 'cpu'",
                  "run on a GPU node")
     assert_nothing_written(out)
@@ -603,33 +603,37 @@ def test_resources_cuda_requested_without_gpu(monkeypatch, tiny_products, tmp_pa
 
 
 def _corrupt_bank_truncated_to_svd(p, inp, out):
-    from gwnpe.svd import run_svd_stage, svd_settings
+    from gwnpe.stages.settings import stage_settings
+    from gwnpe.stages.svd import run_svd_stage
 
     bank = _truncate(p["bank"], inp / "bank.h5")
-    run_svd_stage(svd_settings(p["config"]), bank, p["psds"], out / "basis.h5", out / "mismatch.png")
+    run_svd_stage(stage_settings(p["config"], "svd"), bank_path=bank, psd_paths=p["psds"], out_path=out / "basis.h5", plot_path=out / "mismatch.png")
 
 
 def _corrupt_bank_missing_dataset_to_svd(p, inp, out):
     import shutil
 
-    from gwnpe.svd import run_svd_stage, svd_settings
+    from gwnpe.stages.settings import stage_settings
+
+    from gwnpe.stages.svd import run_svd_stage
 
     bank = inp / "bank.h5"
     shutil.copy(p["bank"], bank)
     with h5py.File(bank, "a") as f:
         del f["h_cross"]
-    run_svd_stage(svd_settings(p["config"]), bank, p["psds"], out / "basis.h5", out / "mismatch.png")
+    run_svd_stage(stage_settings(p["config"], "svd"), bank_path=bank, psd_paths=p["psds"], out_path=out / "basis.h5", plot_path=out / "mismatch.png")
 
 
 def _corrupt_psd_truncated_to_svd(p, inp, out):
-    from gwnpe.svd import run_svd_stage, svd_settings
+    from gwnpe.stages.settings import stage_settings
+    from gwnpe.stages.svd import run_svd_stage
 
     psds = {**p["psds"], "L1": _truncate(p["psds"]["L1"], inp / "L1_psd.txt", 0.3)}
-    run_svd_stage(svd_settings(p["config"]), p["bank"], psds, out / "basis.h5", out / "mismatch.png")
+    run_svd_stage(stage_settings(p["config"], "svd"), bank_path=p["bank"], psd_paths=psds, out_path=out / "basis.h5", plot_path=out / "mismatch.png")
 
 
 def _corrupt_basis_truncated_to_training_set(p, inp, out):
-    from gwnpe.training_set import run_training_set_stage
+    from gwnpe.stages.training_set import run_training_set_stage
 
     basis = _truncate(p["basis"], inp / "basis.h5")
     run_training_set_stage(p["config"], p["config"]["priors"], basis, out / "training_set.h5", threads=1,
@@ -639,7 +643,7 @@ def _corrupt_basis_truncated_to_training_set(p, inp, out):
 def _corrupt_basis_of_other_domain_to_training_set(p, inp, out):
     import shutil
 
-    from gwnpe.training_set import run_training_set_stage
+    from gwnpe.stages.training_set import run_training_set_stage
 
     basis = inp / "basis.h5"
     shutil.copy(p["basis"], basis)
@@ -649,19 +653,15 @@ def _corrupt_basis_of_other_domain_to_training_set(p, inp, out):
 
 
 def _corrupt_basis_truncated_to_train(p, inp, out):
-    from gwnpe.training import run_train_stage, train_settings
-
+    
     basis = _truncate(p["basis"], inp / "basis.h5")
-    run_train_stage(train_settings(p["config"]), p["training_set"], basis, p["psds"], out / "model.pt",
-                    out / "history.csv", out / "loss.png", out / "checkpoint.pt", threads=1)
+    train_model(p["config"], out, training_set=p["training_set"], basis=basis, psds=p["psds"], threads=1)
 
 
 def _corrupt_training_set_truncated_to_train(p, inp, out):
-    from gwnpe.training import run_train_stage, train_settings
-
+    
     ts = _truncate(p["training_set"], inp / "training_set.h5")
-    run_train_stage(train_settings(p["config"]), ts, p["basis"], p["psds"], out / "model.pt",
-                    out / "history.csv", out / "loss.png", out / "checkpoint.pt", threads=1)
+    train_model(p["config"], out, training_set=ts, basis=p["basis"], psds=p["psds"], threads=1)
 
 
 CORRUPT_CASES = [
@@ -694,30 +694,31 @@ def test_corrupt(run, culprit, needles, tiny_products, tmp_path):
 
 
 def test_corrupt_model_truncated_to_posteriors(model_path, tiny_products, tmp_path):
-    from gwnpe.injections import run_posteriors_stage
+    from gwnpe.stages.posteriors import run_posteriors_stage
 
     inj = _injections(tiny_products, tmp_path, "injections")
     model = _truncate(model_path, tmp_path / "model.pt")
     out = tmp_path / "posteriors"
     with pytest.raises(ModelError) as info:
-        run_posteriors_stage(model, inj, [out / "injection_0.hdf5", out / "injection_1.hdf5"], 50, seed=1)
+        run_posteriors_stage(POSTERIOR_SETTINGS, model_path=model, injections_path=inj, out_paths=[out / "injection_0.hdf5", out / "injection_1.hdf5"])
     assert_names(info, str(model), "unreadable or truncated", "rerun the train stage")
     assert_nothing_written(out)
 
 
 def test_corrupt_injections_truncated_to_posteriors(model_path, tiny_products, tmp_path):
-    from gwnpe.injections import InjectionError, run_posteriors_stage
+    from gwnpe.errors import InjectionError
+    from gwnpe.stages.posteriors import run_posteriors_stage
 
     inj = _truncate(_injections(tiny_products, tmp_path, "full"), tmp_path / "injections.h5")
     out = tmp_path / "posteriors"
     with pytest.raises(InjectionError) as info:
-        run_posteriors_stage(model_path, inj, [out / "injection_0.hdf5", out / "injection_1.hdf5"], 50, seed=1)
+        run_posteriors_stage(POSTERIOR_SETTINGS, model_path=model_path, injections_path=inj, out_paths=[out / "injection_0.hdf5", out / "injection_1.hdf5"])
     assert_names(info, str(inj), "unreadable or incomplete", "rerun the injections stage")
     assert_nothing_written(out)
 
 
 def test_corrupt_file_that_is_not_a_model(tmp_path):
-    from gwnpe.nn.model import load_model
+    from gwnpe.products.model import load_model
 
     path = tmp_path / "model.pt"
     torch.save({"weights": torch.zeros(3)}, path)

@@ -8,6 +8,7 @@ import sys
 import h5py
 
 from gwnpe import provenance
+from gwnpe.products.common import make_provenance
 
 
 def _run(*args):
@@ -19,13 +20,17 @@ def test_ls_prints_settings_inputs_and_versions(tmp_path):
     inp.write_text(provenance.text_header(provenance.make_provenance("psd", {"seed": 1})) + "\n1 2\n")
     out = tmp_path / "out.h5"
     with h5py.File(out, "w") as f:
-        provenance.write_h5(f, provenance.make_provenance("bank", {"seed": 3, "bank": {"size": 9}}, inputs={"psd": inp}))
+        provenance.write_h5(f, make_provenance("bank", {"seed": 3, "bank": {"size": 9}}, inputs={"psd": inp},
+                                               texts={"prior_file": "chirp_mass = 30\n"}))
     res = _run("ls", str(out))
     assert res.returncode == 0, res.stderr
     for needle in ("stage: bank", "size: 9", "seed: 3", "lalsimulation:", "bilby:", "torch:", "psd: "):
         assert needle in res.stdout, needle
+    assert "chirp_mass = 30" in res.stdout and "sha256:" not in res.stdout  # stored texts are printed, not their hash
     res = _run("ls", "--json", "--inputs", str(out))
     assert '"stage": "psd"' in res.stdout
+    res = _run("ls", "--inputs", str(out))
+    assert "stage: psd" in res.stdout and "seed: 1" in res.stdout  # the input's own provenance, nested
 
 
 def test_ls_errors(tmp_path):

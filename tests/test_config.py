@@ -7,10 +7,12 @@ import copy
 import pytest
 import yaml
 
-from gwnpe.config import load_config, load_schema, validate_config
+from gwnpe.config import load_schema, validate_config
+
+from gwnpe.stages.workflow import check_config, load_config
 from gwnpe.errors import ConfigError, PriorError
 
-from .conftest import REPO
+from tests.conftest import REPO
 
 
 def _walk(schema, path=""):
@@ -36,7 +38,7 @@ def test_every_schema_key_has_description_and_default():
 
 def test_schema_defaults_validate_on_their_own():
     """An empty config is the schema's defaults, and those are valid."""
-    cfg = validate_config({}, check_priors=True)
+    cfg = check_config({})
     assert cfg["psd"]["duration"] == 1024.0
     assert cfg["svd"]["tolerance"] == 1e-4
 
@@ -59,7 +61,9 @@ def _raw(name="tiny.yaml"):
         (lambda c: c["bank"].update(sise=3), ["'bank.sise'", "did you mean 'bank.size'"]),
         (lambda c: c["domain"].update(f_min="twenty"), ["domain.f_min", "'twenty'", "number"]),
         (lambda c: c["bank"].update(size=2.5), ["bank.size", "2.5", "integer"]),
-        (lambda c: c.update(detectors=["H1", "X1"]), ["detectors.1", "'X1'", "one of 'H1'"]),
+        (lambda c: c.update(detectors=["H1", "X1"]), ["detectors.1", "'X1'", "one of 'A1'", "'H1'", "'V1'"]),
+        (lambda c: c.update(detectors=["H1", "ET"]), ["detectors.1", "'ET'", "'ET1', 'ET2', 'ET3'"]),
+        (lambda c: c.update(detectors=["H1", "G1"]), ["detectors.1", "'G1'", "'GEO600'"]),
         (lambda c: c["psd"].update(window="triangle"), ["psd.window", "'triangle'", "hann"]),
         (lambda c: c["svd"].update(tolerance=-1), ["svd.tolerance", "-1"]),
         (lambda c: c["domain"].update(f_max=400.0), ["domain.f_max = 400.0", "Nyquist", "256.0"]),
@@ -103,4 +107,12 @@ def test_prior_problems_surface_at_config_load(tmp_path):
     raw = _raw()
     raw["priors"] = str(prior)
     with pytest.raises(PriorError, match="lambda_tilde"):
-        validate_config(raw)
+        check_config(raw)
+
+
+def test_schema_detectors_are_the_ones_the_code_supports():
+    """The schema's detector list is the interferometers DetectorNetwork accepts (bilby's definitions), so a
+    detector that passes validation never fails inside a job."""
+    from gwnpe.gw.detectors import known_interferometers
+
+    assert load_schema()["properties"]["detectors"]["items"]["enum"] == list(known_interferometers())

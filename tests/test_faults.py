@@ -32,12 +32,14 @@ import numpy as np
 import pytest
 import torch
 
+from gwnpe.products.training_set import load_training_set
+from gwnpe.inference.sampling import model_priors
 from gwnpe import provenance
-from gwnpe import training_set as ts
+from gwnpe.stages import training_set as ts
 from gwnpe.errors import GwnpeError
 
-from .conftest import REPO, sha256
-from .test_workflow import SNAKEMAKE, _config, _copy_workflow
+from tests.conftest import REPO, sha256, train_model
+from tests.workflow import SNAKEMAKE, copy_workflow, job_stats, write_config
 
 
 def _files(folder: Path) -> list[str]:
@@ -87,7 +89,7 @@ if args["marker"]:
     # Test driver only (gwnpe is unchanged): once the epoch-1 checkpoint exists, let two optimiser
     # steps of epoch 2 run, then block before the third batch, so that the test kills a process
     # that is certainly in the middle of epoch 2 however loaded the machine is.
-    from gwnpe.data import Simulator
+    from gwnpe.nn.simulator import Simulator
 
     batch, calls = Simulator.batch, []
 
@@ -100,11 +102,13 @@ if args["marker"]:
         return batch(self, *a, **kw)
 
     Simulator.batch = paused_batch
-from gwnpe.training import run_train_stage
+
+from gwnpe.stages.train import TrainOutputs, run_train_stage
 
 p = args["products"]
-run_train_stage(args["settings"], p["training_set"], p["basis"], p["psds"], out / "model.pt", out / "history.csv",
-                out / "loss.png", out / "checkpoint.pt", threads=2)
+run_train_stage(args["settings"], training_set_path=p["training_set"], basis_path=p["basis"], psd_paths=p["psds"],
+                out=TrainOutputs(model=out / "model.pt", history=out / "history.csv", plot=out / "loss.png",
+                                 checkpoint=out / "checkpoint.pt"), threads=2)
 """
 
 
@@ -127,11 +131,10 @@ def _train(products, settings, out: Path) -> str:
 
 
 def test_training_killed_mid_epoch_resumes_and_matches_uninterrupted_run(tiny_products, tmp_path):
-    from gwnpe.training import train_settings
 
     cfg = copy.deepcopy(tiny_products["config"])
     cfg["training"].update(epochs=3, device="cpu")  # CPU: bit-for-bit reproducible
-    settings = train_settings(cfg)
+    settings = cfg
     out, marker = tmp_path / "killed", tmp_path / "in-epoch-2"
     out.mkdir()
     log = tmp_path / "killed.log"
@@ -176,7 +179,7 @@ def test_training_killed_mid_epoch_resumes_and_matches_uninterrupted_run(tiny_pr
 
 @pytest.fixture(scope="module")
 def dask2():
-    from gwnpe.cluster import dask_client
+    from gwnpe.stages.cluster import dask_client
 
     with dask_client({"cluster": "local", "n_workers": 2}, threads=2) as client:
         yield client
@@ -288,36 +291,32 @@ def _torch_save_fails(monkeypatch, seen: list, exc=None):
 
 
 @pytest.fixture(scope="module")
-def untrained_model(tiny_products, tmp_path_factory):
-    from gwnpe.nn.model import load_model
-    from gwnpe.training import run_train_stage, train_settings
+def untrained_model(untrained_model_path):
+    from gwnpe.products.model import load_model
 
-    cfg = copy.deepcopy(tiny_products["config"])
-    cfg["training"]["epochs"] = 0
-    d = tmp_path_factory.mktemp("untrained")
-    run_train_stage(train_settings(cfg), tiny_products["training_set"], tiny_products["basis"], tiny_products["psds"],
-                    d / "model.pt", d / "history.csv", d / "loss.png", d / "checkpoint.pt", threads=2)
-    return load_model(d / "model.pt")
+    return load_model(untrained_model_path)
 
 
 def _write(writer: str, products: dict, out_dir: Path, request) -> Path:
     """Run the stage writer ``writer`` into ``out_dir``; returns its (main) output path."""
     cfg = copy.deepcopy(products["config"])
     if writer == "psd":
-        from gwnpe.psd import run_psd_stage
+        from gwnpe.stages.psd import run_psd_stage
 
         run_psd_stage("H1", cfg, out_dir / "H1_psd.txt", out_dir / "H1_psd.png")
         return out_dir / "H1_psd.txt"
     if writer == "bank":
-        from gwnpe.bank import bank_settings, run_bank_stage
+        from gwnpe.stages.bank import run_bank_stage
+        from gwnpe.stages.settings import stage_settings
 
         cfg["bank"]["size"] = 20
-        run_bank_stage(bank_settings(cfg), out_dir / "bank.h5", progress=False)
+        run_bank_stage(stage_settings(cfg, "bank"), out_dir / "bank.h5", progress=False)
         return out_dir / "bank.h5"
     if writer == "svd":
-        from gwnpe.svd import run_svd_stage, svd_settings
+        from gwnpe.stages.settings import stage_settings
+        from gwnpe.stages.svd import run_svd_stage
 
-        run_svd_stage(svd_settings(cfg), products["bank"], products["psds"], out_dir / "basis.h5", None, threads=1)
+        run_svd_stage(stage_settings(cfg, "svd"), bank_path=products["bank"], psd_paths=products["psds"], out_path=out_dir / "basis.h5", plot_path=None, threads=1)
         return out_dir / "basis.h5"
     if writer == "training_set":
         client = request.getfixturevalue("dask2")
@@ -325,24 +324,23 @@ def _write(writer: str, products: dict, out_dir: Path, request) -> Path:
                                   progress=False, client=client)
         return out_dir / "training_set.h5"
     if writer == "injections":
-        from gwnpe.injections import injection_settings, run_injections_stage
+        from gwnpe.stages.injections import run_injections_stage
+        from gwnpe.stages.settings import stage_settings
 
-        run_injections_stage(injection_settings(cfg), products["psds"], out_dir / "injections.h5")
+        run_injections_stage(stage_settings(cfg, "injections"), psd_paths=products["psds"], out_path=out_dir / "injections.h5")
         return out_dir / "injections.h5"
     if writer == "model":
-        from gwnpe.training import run_train_stage, train_settings
-
+        from gwnpe.stages.settings import stage_settings
+        
         cfg["training"]["epochs"] = 0
-        run_train_stage(train_settings(cfg), products["training_set"], products["basis"], products["psds"],
-                        out_dir / "model.pt", out_dir / "history.csv", out_dir / "loss.png", out_dir / "checkpoint.pt",
-                        threads=2)
+        train_model(cfg, out_dir, training_set=products["training_set"], basis=products["basis"], psds=products["psds"], threads=2)
         return out_dir / "model.pt"
     if writer == "result":
-        from gwnpe.inference.sampling import save_result
+        from gwnpe.products.results import save_result
 
         model = request.getfixturevalue("untrained_model")
         samples = {k: np.linspace(0.1, 0.9, 20) for k in model.parameter_names}
-        save_result(out_dir / "injection_0.hdf5", model, samples, np.zeros(20), 0.5)
+        save_result(out_dir / "injection_0.hdf5", model, model_priors(model), samples, np.zeros(20), 0.5)
         return out_dir / "injection_0.hdf5"
     raise ValueError(writer)
 
@@ -390,7 +388,7 @@ def test_failed_write_leaves_neither_output_nor_temporary_file(writer, tiny_prod
 
 def _psd_write(out_dir: Path) -> Path:
     """Write a PSD file with the psd stage's writer (text, numpy.savetxt)."""
-    from gwnpe.psd import write_psd
+    from gwnpe.products.psd import write_psd
 
     path = out_dir / "H1_psd.txt"
     write_psd(path, np.linspace(0, 256, 1025), np.full(1025, 1e-46), {"stage": "psd"})
@@ -413,7 +411,8 @@ def test_disk_full_or_permission_error_names_the_output_and_the_fix(case, tiny_p
         _savetxt_fails(monkeypatch, seen, OSError(code, os.strerror(code)))
         write, path = _psd_write, out_dir / "H1_psd.txt"
     elif case == "disk_full_hdf5":
-        from gwnpe.bank import bank_settings, run_bank_stage
+        from gwnpe.stages.bank import run_bank_stage
+        from gwnpe.stages.settings import stage_settings
 
         cfg = copy.deepcopy(tiny_products["config"])
         cfg["bank"]["size"] = 20
@@ -422,7 +421,7 @@ def test_disk_full_or_permission_error_names_the_output_and_the_fix(case, tiny_p
         path = out_dir / "bank.h5"
 
         def write(_):
-            run_bank_stage(bank_settings(cfg), path, progress=False)
+            run_bank_stage(stage_settings(cfg, "bank"), path, progress=False)
     elif case == "disk_full_real":
         # the kernel's ENOSPC: the writer's temporary name is a link to /dev/full
         if not Path("/dev/full").exists():
@@ -445,7 +444,7 @@ def test_disk_full_or_permission_error_names_the_output_and_the_fix(case, tiny_p
         path = out_dir / "psd" / "H1_psd.txt"
 
         def write(_):
-            from gwnpe.psd import write_psd
+            from gwnpe.products.psd import write_psd
 
             write_psd(path, np.linspace(0, 256, 1025), np.full(1025, 1e-46), {"stage": "psd"})
     before = [p for p in _files(out_dir) if not p.startswith(".")]
@@ -467,17 +466,10 @@ def test_disk_full_or_permission_error_names_the_output_and_the_fix(case, tiny_p
 # --------------------------------------------------------------------------- 5. Snakemake killed mid-job
 
 
-def _job_stats(text: str) -> dict[str, int]:
-    """The (last) 'Job stats' table of a Snakemake log as {rule: count}."""
-    tables = re.findall(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal\s+\d+", text, flags=re.S)
-    assert tables, text[-3000:]
-    return {rule: int(n) for rule, n in (line.split() for line in tables[-1].strip().splitlines())}
-
-
 @pytest.mark.slow
 def test_snakemake_killed_mid_job_reruns_only_that_job(tmp_path):
-    wd = _copy_workflow(tmp_path)
-    cfg = _config(wd)
+    wd = copy_workflow(tmp_path)
+    cfg = write_config(wd)
     base = [SNAKEMAKE, "--cores", "2", "--configfile", str(cfg), "--directory", str(wd), "--snakefile", str(wd / "Snakefile")]
     target = "results/tiny/training_set/training_set.h5"
     res_dir = wd / "results/tiny"
@@ -512,14 +504,14 @@ def test_snakemake_killed_mid_job_reruns_only_that_job(tmp_path):
     # missing, not incomplete: even without the profile's rerun-incomplete only that job is planned.
     res = smk("--dry-run", "--workflow-profile", "none", target)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert _job_stats(res.stdout + res.stderr) == {"training_set": 1}
+    assert job_stats(res.stdout + res.stderr) == {"training_set": 1}
 
     res = smk(target)
     text = res.stdout + res.stderr
     assert res.returncode == 0, text[-5000:]
-    assert _job_stats(text) == {"training_set": 1}, text[-3000:]
+    assert job_stats(text) == {"training_set": 1}, text[-3000:]
     assert {rel: (res_dir / rel).stat().st_mtime_ns for rel in upstream} == mtimes  # nothing upstream redone
-    data = ts.load_training_set(wd / target)
+    data = load_training_set(wd / target)
     assert data.h_plus.shape == (400, 96) and np.isfinite(data.h_plus).all()
     assert _files(res_dir / "training_set") == ["training_set.h5"]  # the killed run's chunks are gone
     assert list((wd / ".snakemake/incomplete").iterdir()) == []

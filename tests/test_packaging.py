@@ -7,7 +7,7 @@ import tomllib
 import yaml
 from packaging.requirements import Requirement
 
-from .conftest import REPO
+from tests.conftest import REPO
 
 
 def _pyproject_pins():

@@ -266,3 +266,10 @@ def geocent_time_bound(priors) -> float:
     if isinstance(p, (int, float)):
         return abs(float(p))
     return float(max(abs(getattr(p, "minimum", getattr(p, "peak", 0.0))), abs(getattr(p, "maximum", getattr(p, "peak", 0.0)))))
+
+
+def injected_parameters(priors, parameters: dict, trigger_time: float) -> dict:
+    """Injected parameters with the prior's fixed ones added and ``geocent_time`` in GPS [s] (bilby's convention)."""
+    full = {**fixed_parameters(priors), **parameters}
+    full["geocent_time"] = full.get("geocent_time", 0.0) + trigger_time
+    return full

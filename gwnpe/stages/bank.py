@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .. import products
+from ..products.bank import Bank, write_bank
+from ..products.common import make_provenance
 from ..errors import GwnpeError
 from ..gw.priors import intrinsic_keys, load_priors
 from ..gw.waveforms import build_waveform_generator, check_signal_duration, generate_from_prior, max_failures
@@ -16,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def run_bank_stage(settings: dict, out_path: str | Path, progress: bool = True) -> dict:
-    """Generate the waveform bank and write ``bank.h5`` (layout: :func:`gwnpe.products.write_bank`).
+    """Generate the waveform bank and write ``bank.h5`` (layout: :func:`gwnpe.write_bank`).
 
     Parameters
     ----------
@@ -48,9 +49,9 @@ def run_bank_stage(settings: dict, out_path: str | Path, progress: bool = True) 
                                                    source=str(settings["priors"]))
     logger.info("bank: %d draws refused by LAL and redrawn (%d allowed)", len(failures), allowed)
 
-    prov = products.make_provenance("bank", {**stage_settings(settings, "bank"), "intrinsic_parameters": keys},
+    prov = make_provenance("bank", {**stage_settings(settings, "bank"), "intrinsic_parameters": keys},
                                     texts={"prior_file": Path(settings["priors"]).read_text()})
-    bank = products.Bank(parameters={k: params[k] for k in keys}, frequencies=generator.domain.frequencies,
+    bank = Bank(parameters={k: params[k] for k in keys}, frequencies=generator.domain.frequencies,
                          h_plus=hp, h_cross=hc, failures=failures, delta_f=generator.domain.delta_f)
-    products.write_bank(out_path, bank, generator.reference_distance, prov)
+    write_bank(out_path, bank, generator.reference_distance, prov)
     return {"n": n, "failures": len(failures)}

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import products
+from ..products.common import make_provenance
+from ..products.injections import Injections, read_injection_file, write_injections
+from ..products.psd import psd_on_domain
 from ..errors import InjectionError, WaveformFailure
 from ..gw.detectors import DetectorNetwork
 from ..gw.domain import build_domain, segment_start
@@ -40,7 +42,7 @@ def run_injections_stage(settings: dict, *, psd_paths: dict, out_path) -> dict:
     inj = settings["injections"]
     failures: list[dict] = []
     if inj["file"]:
-        params = products.read_injection_file(inj["file"], names)
+        params = read_injection_file(inj["file"], names)
         n = len(params[names[0]])
         fixed = {k: np.full(n, v) for k, v in fixed_parameters(priors).items()}
         lal = gen.to_lal({**fixed, **{k: params[k] for k in keys_int}})
@@ -74,7 +76,7 @@ def run_injections_stage(settings: dict, *, psd_paths: dict, out_path) -> dict:
     num, den = np.zeros(n), np.zeros(n)
     psds = {}
     for j, ifo in enumerate(settings["detectors"]):
-        psd = products.psd_on_domain(psd_paths[ifo], dom)
+        psd = psd_on_domain(psd_paths[ifo], dom)
         psds[ifo] = psd
         sigma = np.sqrt(psd / (4.0 * dom.delta_f))  # std of each real component of the FD noise
         noise = (rng_noise.standard_normal((n, len(dom))) + 1j * rng_noise.standard_normal((n, len(dom)))) * sigma
@@ -91,11 +93,11 @@ def run_injections_stage(settings: dict, *, psd_paths: dict, out_path) -> dict:
     snr["network_matched_filter"] = num / np.sqrt(den)
     logger.info("injections: %d, network optimal SNR median %.1f (5-95%%: %.1f-%.1f), %d LAL refusals redrawn",
                 n, np.median(snr["network_optimal"]), *np.percentile(snr["network_optimal"], [5, 95]), len(failures))
-    prov = products.make_provenance(
+    prov = make_provenance(
         "injections", stage_settings(settings, "injections"), inputs={f"psd_{k}": v for k, v in psd_paths.items()},
         texts={"prior_file": Path(settings["priors"]).read_text()},
     )
-    products.write_injections(out_path, products.Injections(
+    write_injections(out_path, Injections(
         parameters={k: np.asarray(params[k], float) for k in names}, frequencies=dom.frequencies,
         strain={ifo: strain[ifo] for ifo in settings["detectors"]}, psd={ifo: psds[ifo] for ifo in settings["detectors"]},
         snr=snr, start_time=start, trigger_time=float(settings["trigger_time"]), failures=failures,

@@ -8,9 +8,11 @@ import time
 import numpy as np
 import torch
 
-from .. import products
+from ..products.injections import load_injections
+from ..products.model import load_model
+from ..products.results import save_result
 from ..errors import InjectionError
-from ..inference.sampling import check_model_parameters, sample_whitened, to_physical, whitened_strain
+from ..inference.sampling import check_model_parameters, model_priors, sample_whitened, to_physical, whitened_strain
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +28,13 @@ def run_posteriors_stage(settings: dict, *, model_path, injections_path, out_pat
     n_samples, batch_events = settings["injections"]["n_samples"], settings["injections"]["batch_events"]
     seed = settings["seed"]
     torch.set_num_threads(max(1, int(threads)))
-    inj = products.load_injections(injections_path)
+    inj = load_injections(injections_path)
     n = len(inj)
     if len(out_paths) != n:
         raise InjectionError(f"{len(out_paths)} posterior files requested for {n} injections in '{injections_path}'.")
-    model = products.load_model(model_path, device=device)
+    model = load_model(model_path, device=device)
     names = model.parameter_names
+    priors = model_priors(model)
     check_model_parameters(model, inj.parameters, injections_path)
     t0 = time.perf_counter()
     d = np.stack([whitened_strain(model, {k: v[i] for k, v in inj.strain.items()}, inj.psd, inj.start_time)
@@ -46,7 +49,7 @@ def run_posteriors_stage(settings: dict, *, model_path, injections_path, out_pat
         truth = {k: float(inj.parameters[k][i]) for k in names}
         truth["geocent_time"] = truth.get("geocent_time", 0.0) + inj.trigger_time
         truth = generate_mass_parameters(truth)
-        products.save_result(path, model, to_physical(model, theta[i]), logq[i], per_event, label=f"injection_{i}",
+        save_result(path, model, priors, to_physical(model, theta[i]), logq[i], per_event, label=f"injection_{i}",
                     injection_parameters={k: float(v) for k, v in truth.items()},
                     meta_data={"injection": i, "snr": {k: float(v[i]) for k, v in inj.snr.items()},
                                "sampling_time_per_event": per_event, "batch_events": batch_events})

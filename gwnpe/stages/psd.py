@@ -4,7 +4,7 @@ with resolution ``1 / segment_length`` (the analysis grid when ``segment_length`
 
 The strain comes from ``psd.source``: noise simulated from a reference curve, the user's strain
 files, or a GWOSC download. PSD files are two columns, frequency [Hz] and one-sided PSD [1/Hz],
-with the provenance on a comment line (:func:`gwnpe.products.write_psd`).
+with the provenance on a comment line (:func:`gwnpe.write_psd`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import products
-from ..diagnostics.plots import psd_figure
+from ..products.common import make_provenance, save_figure
+from ..products.psd import write_psd
+from ..diagnostics.training_plots import psd_figure
 from ..errors import ConfigError, StrainError
 from ..gw.noise import _samples, load_noise_curve, simulate_noise, welch_psd, welch_segments
 from ..gw.strain_io import fetch_gwosc, psd_window, read_strain
@@ -238,9 +239,9 @@ def run_psd_stage(
     inputs = None
     if settings["psd"]["source"] == "files":
         inputs = {f"strain_{ifo}": settings["psd"]["strain_files"][ifo]}
-    prov = products.make_provenance("psd", _psd_settings(ifo, settings), inputs=inputs)
-    products.write_psd(out_psd, freqs, psd, prov)
-    products.save_figure(psd_figure(freqs, psd, reference, ifo, f_min, f_max), out_plot, dpi=100)
+    prov = make_provenance("psd", _psd_settings(ifo, settings), inputs=inputs)
+    write_psd(out_psd, freqs, psd, prov)
+    save_figure(psd_figure(freqs, psd, reference, ifo, f_min, f_max), out_plot, dpi=100)
 
     logger.info(
         "%s PSD from %s strain GPS [%.3f, %.3f) s at %g Hz: %d %s-averaged %s segments of %g s "

@@ -7,8 +7,9 @@ device, checkpoint intervals, download caches) change how a stage runs, not what
 reach the stage through :func:`with_runtime` without rerunning anything. Defaults live only in
 ``config/schema.yaml``.
 
-This module is imported when Snakemake builds the DAG, so it imports neither torch nor bilby at
-module level.
+Every stage module imports this one, so it imports nothing but the config helpers: its code is in
+every stage's code hash. The whole-config checks that Snakemake runs when it builds the DAG are
+:mod:`gwnpe.stages.workflow`'s.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from ..config import config_subset, read_config, validate_config
-from ..errors import ComparisonError, ConfigError, GwnpeError
+from ..config import config_subset
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ STAGES: dict[str, Stage] = {
     "timings": Stage("gwnpe.stages.report", ()),
     # the provenance table of the report is a table of the whole config
     "provenance": Stage("gwnpe.stages.report", ("*",)),
-    "bilby": Stage("gwnpe.stages.compare", (*_EVENT, "comparison.sampler", "comparison.likelihood"),
+    "bilby": Stage("gwnpe.stages.bilby", (*_EVENT, "comparison.sampler", "comparison.likelihood"),
                    ("comparison.sampler.checkpoint_interval",)),
-    "importance_sampling": Stage("gwnpe.stages.compare", (*_EVENT, "comparison.n_samples")),
+    "importance_sampling": Stage("gwnpe.stages.importance_sampling", (*_EVENT, "comparison.n_samples")),
     "compare": Stage("gwnpe.stages.compare", ("seed", "priors", "comparison.jsd_bootstrap")),
     "compare_corner": Stage("gwnpe.stages.compare", ()),
 }
@@ -110,63 +110,3 @@ def stage_code(stage: str) -> str:
     from ..provenance import code_hash
 
     return code_hash(STAGES[stage].module)
-
-
-# ----------------------------------------------------------------------------- whole-config checks
-
-
-def check_config(config: dict) -> dict:
-    """Validate a config completely, before any job starts: the schema and cross-key rules
-    (:func:`gwnpe.config.validate_config`, which fills in defaults), then the prior file against
-    the waveform model and the segment (:func:`gwnpe.gw.waveforms.check_signal_duration`)."""
-    from ..gw.priors import load_priors
-    from ..gw.waveforms import check_signal_duration
-
-    validate_config(config)
-    priors = load_priors(config["priors"], approximant=config["waveform"]["approximant"])
-    check_signal_duration(config, priors)
-    return config
-
-
-def load_config(path) -> dict:
-    """Read a YAML config file and check it completely (see :func:`check_config`)."""
-    return check_config(read_config(path))
-
-
-def injection_count(config: dict) -> int:
-    """Number of injections: ``injections.count``, or the rows of ``injections.file``."""
-    inj = config["injections"]
-    if inj["file"]:
-        from ..gw.priors import load_priors, sampled_keys
-        from ..products import read_injection_file
-
-        priors = load_priors(config["priors"])
-        return len(next(iter(read_injection_file(inj["file"], sampled_keys(priors)).values())))
-    return inj["count"]
-
-
-def comparison_indices(comparison: dict, n_injections: int) -> list[int]:
-    """The injection indices named by ``comparison.injections`` (a count or a list), checked against the campaign."""
-    spec = comparison["injections"]
-    if isinstance(spec, int):
-        if spec > n_injections:
-            raise ComparisonError(
-                f"comparison.injections asks for the first {spec} injections, but the campaign has {n_injections}; "
-                f"lower comparison.injections to at most {n_injections} or raise injections.count."
-            )
-        return list(range(spec))
-    bad = [i for i in spec if not 0 <= int(i) < n_injections]
-    if bad:
-        raise ComparisonError(
-            f"comparison.injections names injection index {bad[0]}"
-            + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
-            + f", but the campaign has injections 0-{n_injections - 1}; use indices below {n_injections} "
-            "or raise injections.count."
-        )
-    return sorted(int(i) for i in spec)
-
-
-__all__ = [
-    "STAGES", "RUNTIME_KEYS", "Stage", "stage_settings", "with_runtime", "stage_code", "check_config", "load_config",
-    "injection_count", "comparison_indices", "ConfigError", "GwnpeError",
-]

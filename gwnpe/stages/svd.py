@@ -6,8 +6,11 @@ import logging
 
 import numpy as np
 
-from .. import products
-from ..diagnostics.plots import mismatch_figure
+from ..products.bank import load_bank
+from ..products.basis import write_basis
+from ..products.common import make_provenance, save_figure
+from ..products.psd import psd_on_domain
+from ..diagnostics.training_plots import mismatch_figure
 from ..errors import BasisError
 from ..gw.domain import build_domain
 from ..gw.noise import whiten
@@ -34,7 +37,7 @@ def run_svd_stage(settings: dict, *, bank_path, psd_paths: dict, out_path, plot_
     torch.set_num_threads(max(1, int(threads)))
     cfg = settings["svd"]
     domain = build_domain(settings)
-    bank = products.load_bank(bank_path)
+    bank = load_bank(bank_path)
     freqs = domain.frequencies
     if bank.h_plus.shape[1] != len(freqs) or not np.allclose(bank.frequencies, freqs):
         raise BasisError(f"bank '{bank_path}' is on a different frequency grid than the domain; rerun the bank stage.")
@@ -53,7 +56,7 @@ def run_svd_stage(settings: dict, *, bank_path, psd_paths: dict, out_path, plot_
             f"no PSD file given for {', '.join(missing)} (detectors {list(settings['detectors'])}); run the psd "
             "stage for every detector and pass all their files."
         )
-    psds = {ifo: products.psd_on_domain(psd_paths[ifo], domain) for ifo in settings["detectors"]}
+    psds = {ifo: psd_on_domain(psd_paths[ifo], domain) for ifo in settings["detectors"]}
     asd_ref = np.sqrt(np.mean([psds[ifo] for ifo in settings["detectors"]], axis=0))
     priors = load_priors(settings["priors"])
     tau = cfg["time_shift"] if cfg["time_shift"] is not None else default_time_shift(priors)
@@ -99,7 +102,7 @@ def run_svd_stage(settings: dict, *, bank_path, psd_paths: dict, out_path, plot_
                 "with each detector's own ASD: %s", stats["mismatch_max"], stats["mismatch_median"], stats["mismatch_p99"],
                 cfg["tolerance"], {k: f"{v:.3g}" for k, v in stats.items() if k.startswith("mismatch_max_")})
     if plot_path is not None:
-        products.save_figure(mismatch_figure(curve, cfg["tolerance"]), plot_path, dpi=120)
+        save_figure(mismatch_figure(curve, cfg["tolerance"]), plot_path, dpi=120)
     if stats["mismatch_max"] > cfg["tolerance"]:
         worst = int(np.argmax(mm)) % n_val
         raise BasisError(
@@ -108,11 +111,11 @@ def run_svd_stage(settings: dict, *, bank_path, psd_paths: dict, out_path, plot_
             f"{ {k: float(v[n - n_val + worst]) for k, v in bank.parameters.items()} }). "
             "Raise svd.size (and bank.size), or loosen svd.tolerance."
         )
-    prov = products.make_provenance(
+    prov = make_provenance(
         "svd", {**stage_settings(settings, "svd"), "time_shift_used": tau},
         inputs={"bank": bank_path, **{f"psd_{k}": v for k, v in psd_paths.items()}},
     )
     basis = ReducedBasis(V=V, asd_reference=asd_ref, frequencies=freqs, delta_f=del_f)
     attrs = {"time_shift": tau, "tolerance": cfg["tolerance"], **stats}
-    products.write_basis(out_path, basis, s, curve, mm, attrs, prov)
+    write_basis(out_path, basis, s, curve, mm, attrs, prov)
     return stats

@@ -19,8 +19,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .. import products
-from ..diagnostics.plots import loss_figure
+from ..products.basis import load_basis
+from ..products.common import THROUGHPUT_COLUMNS, make_provenance, read_provenance, save_figure, write_history
+from ..products.model import load_checkpoint, save_checkpoint, save_model
+from ..products.psd import psd_on_domain
+from ..products.training_set import load_training_set
+from ..diagnostics.training_plots import loss_figure
 from ..errors import GwnpeError
 from ..gw.domain import build_domain
 from ..gw.priors import EXTRINSIC, load_priors, sampled_keys
@@ -83,7 +87,7 @@ def run_train_stage(
     domain = build_domain(settings)
     priors = load_priors(settings["priors"])
     names = sampled_keys(priors)
-    ts = products.load_training_set(training_set_path)
+    ts = load_training_set(training_set_path)
     data = TrainingData(ts.parameters, ts.h_plus, ts.h_cross)
     del ts
     missing = [k for k in names if k not in EXTRINSIC and k not in data.parameters]
@@ -92,8 +96,8 @@ def run_train_stage(
             f"training set '{training_set_path}' has no {', '.join(missing)}: it was made with another prior than "
             f"'{settings['priors']}'. Rerun the training_set stage."
         )
-    basis = products.load_basis(basis_path)
-    asds = np.sqrt([products.psd_on_domain(psd_paths[ifo], domain) for ifo in settings["detectors"]])
+    basis = load_basis(basis_path)
+    asds = np.sqrt([psd_on_domain(psd_paths[ifo], domain) for ifo in settings["detectors"]])
     sim = Simulator(basis.V, basis.asd_reference, asds, domain.frequencies, settings["detectors"],
                     settings["trigger_time"], priors, settings["waveform"]["reference_distance"]).to(device)
 
@@ -126,11 +130,11 @@ def run_train_stage(
         logger.warning("training.mixed_precision ignored: it applies to CUDA only")
 
     run_hash = _hash({"settings": stage_settings(settings, "train"),
-                      "training_set": products.read_provenance(training_set_path)})
+                      "training_set": read_provenance(training_set_path)})
     history: list[dict] = []
     start = 0
     checkpoint_path = Path(out.checkpoint)
-    ck = products.load_checkpoint(checkpoint_path, run_hash, device)
+    ck = load_checkpoint(checkpoint_path, run_hash, device)
     if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -159,19 +163,19 @@ def run_train_stage(
         history.append(row)
         logger.info("epoch %d/%d: train %.4f, validation %.4f, lr %.2e, %.1f s, %.0f samples/s",
                     row["epoch"], tr["epochs"], row["train_loss"], val, row["learning_rate"], wall, row["samples_per_second"])
-        products.save_checkpoint(checkpoint_path, run_hash, epoch + 1, model, opt, sched, history)
+        save_checkpoint(checkpoint_path, run_hash, epoch + 1, model, opt, sched, history)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
 
-    prov = products.make_provenance("train", stage_settings(settings, "train"),
+    prov = make_provenance("train", stage_settings(settings, "train"),
                                     inputs={"training_set": training_set_path, "basis": basis_path,
                                             **{f"psd_{k}": v for k, v in psd_paths.items()}})
     model.cpu()
-    products.save_model(out.model, model, prov,
+    save_model(out.model, model, prov,
                         extra={"asds": asds, "frequencies": domain.frequencies, "epochs_trained": len(history)})
-    products.write_history(out.history, history)
+    write_history(out.history, history)
     if out.throughput is not None:
-        products.write_history(out.throughput, history, products.THROUGHPUT_COLUMNS)
-    products.save_figure(loss_figure(history), out.plot, dpi=120)
+        write_history(out.throughput, history, THROUGHPUT_COLUMNS)
+    save_figure(loss_figure(history), out.plot, dpi=120)
     checkpoint_path.unlink(missing_ok=True)
     return history

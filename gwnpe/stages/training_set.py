@@ -52,7 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import products
+from ..products.basis import basis_shape, load_basis
+from ..products.common import make_provenance
+from ..products.training_set import write_chunk, write_training_set
 from ..errors import GwnpeError, TrainingSetError, WaveformError
 from ..gw.priors import draw, fixed_parameters, intrinsic_keys, load_priors
 from ..gw.waveforms import build_waveform_generator, generate_from_prior, max_failures
@@ -162,7 +164,7 @@ def cached_basis(path: str):
     key = _file_key(path)
     if key not in _BASIS_CACHE:
         _BASIS_CACHE.clear()
-        _BASIS_CACHE[key] = products.load_basis(path)
+        _BASIS_CACHE[key] = load_basis(path)
     return _BASIS_CACHE[key]
 
 
@@ -204,7 +206,7 @@ def generate_chunk(task: ChunkTask) -> dict:
     del hp
     cc = basis.compress(hc, dtype=np.complex64)
     del hc
-    products.write_chunk(task.path, {k: params[k] for k in keys}, cp, cc, uuid.uuid4().hex[:8])
+    write_chunk(task.path, {k: params[k] for k in keys}, cp, cc, uuid.uuid4().hex[:8])
     if task.fault is not None:
         task.fault.after(task.index)
     meta["failures"] = failures
@@ -356,7 +358,7 @@ def run_training_set_stage(
     keys = intrinsic_keys(priors)
     if not keys:
         raise GwnpeError(f"prior file '{prior_path}' samples no intrinsic parameter; every training waveform would be the same.")
-    k, delta_f = products.basis_shape(basis_path, generator.domain.frequencies)
+    k, delta_f = basis_shape(basis_path, generator.domain.frequencies)
     allowed = max_failures(settings["waveform"]["max_failure_fraction"], n_total)
     bounds = chunk_bounds(n_total, chunk_size)
     chunk_dir = chunk_dir_for(out_path)
@@ -373,7 +375,7 @@ def run_training_set_stage(
         "training set: %d waveforms of %s over %s in %d chunks of <= %d, basis K = %d, %d LAL refusals allowed",
         n_total, generator.approximant, keys, len(tasks), chunk_size, k, allowed,
     )
-    prov = products.make_provenance(
+    prov = make_provenance(
         "training_set", {**stage_settings(settings, "training_set"), "intrinsic_parameters": list(keys)},
         inputs={"basis": basis_path}, texts={"prior_file": prior_path.read_text()},
     )
@@ -406,7 +408,7 @@ def run_training_set_stage(
             "intrinsic_parameters": json.dumps(keys),
             "fixed_parameters": json.dumps(fixed_parameters(priors), sort_keys=True),
         }
-        products.write_training_set(out_path, meta, keys, n_total, k, failures, attrs, prov)
+        write_training_set(out_path, meta, keys, n_total, k, failures, attrs, prov)
         t_merge = time.perf_counter() - t1
     finally:
         shutil.rmtree(chunk_dir, ignore_errors=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from gwnpe.detectors import OMEGA_EARTH_SIDEREAL, DetectorNetwork, known_interferometers
+from gwnpe.gw.detectors import DetectorNetwork, OMEGA_EARTH_SIDEREAL, known_interferometers
 
 REF = 1187008882.4  # GPS reference time [s]
 IFOS = ["H1", "L1", "V1", "K1"]

@@ -11,17 +11,21 @@ import h5py
 import numpy as np
 import pytest
 
-from gwnpe import training_set as ts
-from gwnpe.cluster import ClusterError, dask_client, make_slurm_cluster, n_workers_for, slurm_cluster_kwargs
-from gwnpe.config import load_config
+from gwnpe.errors import TrainingSetError
+from gwnpe.products.training_set import load_training_set
+from gwnpe.provenance import stored_text
+from gwnpe.stages import training_set as ts
+from gwnpe.errors import ClusterError
+from gwnpe.stages.cluster import dask_client, make_slurm_cluster, n_workers_for, slurm_cluster_kwargs
+from gwnpe.stages.workflow import load_config
 from gwnpe.errors import BasisError, GwnpeError, WaveformError
-from gwnpe.priors import fixed_parameters, intrinsic_keys, load_priors
-from gwnpe.provenance import read_provenance
-from gwnpe.psd import whiten
-from gwnpe.svd import load_basis
-from gwnpe.waveforms import LAL_ARGS, build_waveform_generator, generate_from_prior
+from gwnpe.gw.priors import fixed_parameters, intrinsic_keys, load_priors
+from gwnpe.products.common import read_provenance
+from gwnpe.gw.noise import whiten
+from gwnpe.products.basis import load_basis
+from gwnpe.gw.waveforms import LAL_ARGS, build_waveform_generator, generate_from_prior
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 N, CHUNK, K = 40, 10, 80
 
 
@@ -119,12 +123,12 @@ def test_layout_and_provenance(settings, reference, basis):
     prov = read_provenance(out)
     assert prov["stage"] == "training_set"
     assert prov["settings"]["seed"] == settings["seed"]
-    assert "chirp_mass" in prov["settings"]["prior_file"]
+    assert "chirp_mass" in stored_text(prov, prov["settings"]["prior_file"])
     assert "dask" not in prov["settings"]  # runtime only: must not change the bytes
     assert prov["inputs"]["basis"]["path"] == str(basis["path"])
-    data = ts.load_training_set(out)
+    data = load_training_set(out)
     assert data.h_plus.shape == (N, K) and data.failures == [] and data.attrs["approximant"] == "IMRPhenomD"
-    with ts.load_training_set(out, lazy=True) as lazy:
+    with load_training_set(out, lazy=True) as lazy:
         assert isinstance(lazy.h_cross, h5py.Dataset)
         np.testing.assert_array_equal(lazy.h_cross[3:5], data.h_cross[3:5])
         np.testing.assert_array_equal(lazy.parameters["phase"][...], data.parameters["phase"])
@@ -147,14 +151,14 @@ def test_bytes_independent_of_workers_and_order(settings, basis, reference, clie
     other = copy.deepcopy(settings)
     other["seed"] = settings["seed"] + 1
     run(other, basis, tmp_path / "seed" / "training_set.h5", client)
-    a, b = ts.load_training_set(reference["path"]), ts.load_training_set(tmp_path / "seed" / "training_set.h5")
+    a, b = load_training_set(reference["path"]), load_training_set(tmp_path / "seed" / "training_set.h5")
     assert not np.allclose(a.parameters["chirp_mass"], b.parameters["chirp_mass"])
     assert not np.allclose(a.h_plus, b.h_plus)
 
 
 def test_coefficients_keep_whitened_power(settings, reference, basis):
     """sum |c|^2 = sum |whiten(h)|^2 up to the basis' projection loss (catches h @ V.conj())."""
-    data = ts.load_training_set(reference["path"])
+    data = load_training_set(reference["path"])
     b = load_basis(basis["path"])
     gen = build_waveform_generator(settings)
     fixed = fixed_parameters(load_priors(settings["priors"]))
@@ -177,7 +181,7 @@ def test_coefficients_keep_whitened_power(settings, reference, basis):
 @pytest.mark.slow
 def test_chunk_failing_after_retries_names_it_and_leaves_nothing(settings, basis, client, tmp_path):
     out = tmp_path / "training_set.h5"
-    with pytest.raises(ts.TrainingSetError) as err:
+    with pytest.raises(TrainingSetError) as err:
         run(settings, basis, out, client, fault=ts.FaultInjection(fail_chunk=1))
     msg = str(err.value)
     assert "chunk 1 " in msg and f"stage_rng(seed={settings['seed']}, 'training_set', 1)" in msg
@@ -214,7 +218,7 @@ def test_refused_draws_recorded_or_fatal(settings, basis, client, tmp_path):
     mixed["waveform"] = {**settings["waveform"], "max_failure_fraction": 1.0}
     out = tmp_path / "ok" / "training_set.h5"
     summary = run(mixed, basis, out, client)
-    data = ts.load_training_set(out)
+    data = load_training_set(out)
     assert summary["failures"] == len(data.failures) > 0
     chunks = [r["chunk"] for r in data.failures]
     assert chunks == sorted(chunks)
@@ -233,7 +237,9 @@ def test_refused_draws_recorded_or_fatal(settings, basis, client, tmp_path):
 
 def test_merge_holds_one_chunk_at_a_time(settings, basis, client, tmp_path, monkeypatch):
     """The client reads the chunk files in order and frees each before reading the next."""
-    read = ts._read_chunk
+    import gwnpe.products.training_set as files
+
+    read = files.read_chunk
     seen, alive = [], []
 
     def spy(path, keys, n, k):
@@ -243,7 +249,7 @@ def test_merge_holds_one_chunk_at_a_time(settings, basis, client, tmp_path, monk
         alive[:] = [weakref.ref(hp), weakref.ref(hc), *(weakref.ref(v) for v in params.values())]
         return params, hp, hc
 
-    monkeypatch.setattr(ts, "_read_chunk", spy)
+    monkeypatch.setattr(files, "read_chunk", spy)
     small = copy.deepcopy(settings)
     small["training_set"].update(size=25)
     run(small, basis, tmp_path / "training_set.h5", client)
@@ -261,7 +267,7 @@ def test_basis_on_other_grid_is_refused(settings, basis, tmp_path):
 
 def test_unreachable_scheduler_names_dask_address():
     with pytest.raises(ClusterError, match="dask.address"):
-        with dask_client({"cluster": "address", "address": "tcp://127.0.0.1:9"}, threads=1, timeout=2):
+        with dask_client({"cluster": "address", "address": "tcp://127.0.0.1:9", "n_workers": None}, threads=1, timeout=2):
             pass
 
 

@@ -7,13 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from gwnpe.domain import build_domain
+from gwnpe.gw.domain import build_domain
 from gwnpe.errors import WaveformError
-from gwnpe.priors import intrinsic_keys, load_priors
-from gwnpe.psd import whiten
-from gwnpe.waveforms import WaveformFailure, build_waveform_generator, generate_from_prior
+from gwnpe.gw.priors import intrinsic_keys, load_priors
+from gwnpe.gw.noise import whiten
+from gwnpe.errors import WaveformFailure
+from gwnpe.gw.waveforms import build_waveform_generator, generate_from_prior
 
-from .conftest import REPO, bilby_curve_psd
+from tests.conftest import REPO, bilby_curve_psd
 
 PARAMS = dict(chirp_mass=28.0, mass_ratio=0.7, theta_jn=0.4, phase=1.3)
 EXTRINSIC = dict(ra=1.2, dec=-0.3, psi=0.5, geocent_time=1187008882.4, luminosity_distance=100.0)

@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 
 from gwnpe.errors import PriorError
-from gwnpe.priors import draw, intrinsic_keys, load_priors, sampled_keys, to_absolute_time
+from gwnpe.gw.priors import draw, intrinsic_keys, load_priors, sampled_keys, to_absolute_time
 
-from .conftest import REPO
+from tests.conftest import REPO
 
 DEFAULT = REPO / "config/priors/default.prior"
 

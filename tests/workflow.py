@@ -1,11 +1,5 @@
-"""What a second `snakemake` run redoes after a change: dry runs on one finished tiny run.
-
-One run of config/tiny.yaml with profiles/local (``--cores 2``) in a temporary copy of the
-workflow is shared by every check here (and by tests/test_slurm.py as its reference run). Each
-check is a dry run (``-n``) whose job-stats table is parsed into the set of rules Snakemake would
-run; nothing is changed in the finished run itself, and nothing in the checkout. All runs import a
-snapshot of the gwnpe package taken at the start (see :func:`package_snapshot`).
-"""
+"""Workflow helpers shared by the end-to-end tests: a copy of the workflow, configs, Snakemake runs
+(local and Slurm profiles), dry-run plans, and one finished tiny run per session."""
 
 from __future__ import annotations
 
@@ -17,12 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
-from .conftest import REPO
-
-pytestmark = pytest.mark.slow
+from tests.conftest import REPO
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "config", "report", "profiles", "envs")
@@ -30,9 +21,6 @@ WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "config", "report", "profiles
 # Rules of the finished run; the report-side ones follow the posteriors.
 UPSTREAM = {"psd", "bank", "svd", "training_set"}
 REPORT_SIDE = {"posteriors", "pp", "corner", "timings"}
-
-
-# --- helpers shared with tests/test_slurm.py ---------------------------------------------------
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -81,6 +69,8 @@ def package_snapshot(tmp_path_factory) -> Path:
 def smk(workdir: Path, configfile: Path, *args, profile: str = "profiles/local", env: dict | None = None,
         pythonpath: tuple = (), timeout: float = 900) -> subprocess.CompletedProcess:
     """Run snakemake on the copy in ``workdir`` with a workflow profile (local: ``--cores 2``).
+
+    Every run imports the session's package snapshot (:func:`package_snapshot`) once one was taken.
 
     ``pythonpath`` goes first on PYTHONPATH, then the session's package snapshot (if made).
     """
@@ -133,59 +123,8 @@ def tiny_run_jobs() -> dict[str, int]:
     return planned_jobs(_RUNS["tiny"][3])
 
 
-# --- the checks ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return finished_tiny_run(tmp_path_factory)
-
-
-def _dry(wd: Path, cfg: Path, **kw) -> dict[str, int]:
-    return planned_jobs(smk(wd, cfg, "-n", timeout=300, **kw))
-
-
-def _assert_plan(plan: dict, rerun: set, kept: set):
-    assert rerun <= plan.keys(), f"expected {sorted(rerun)} to rerun; dry run plans {plan}"
-    assert not kept & plan.keys(), f"expected {sorted(kept)} to stay; dry run plans {plan}"
-
-
-def test_unchanged_run_has_nothing_to_do(tiny_run):
-    wd, cfg, _ = tiny_run
-    assert _dry(wd, cfg) == {}
-
-
-def test_training_setting_reruns_training_and_after(tiny_run):
-    wd, _, _ = tiny_run
-    cfg = write_config(wd, "lr.yaml", training={"learning_rate": 5.0e-4})
-    _assert_plan(_dry(wd, cfg), rerun={"train"} | REPORT_SIDE, kept=UPSTREAM | {"injections"})
-
-
-def test_psd_setting_reruns_psd_and_everything_downstream(tiny_run):
-    wd, _, _ = tiny_run
-    cfg = write_config(wd, "psd.yaml", psd={"overlap": 0.25})
-    plan = _dry(wd, cfg)
-    assert plan.get("psd") == 2, plan  # both detectors
-    _assert_plan(plan, rerun={"psd", "svd", "training_set", "train", "injections"} | REPORT_SIDE, kept={"bank"})
-
-
-def test_library_edit_reruns_the_stages_using_it(tiny_run, tmp_path):
-    """Edit gwnpe/waveforms.py in a copy of the package that PYTHONPATH puts first; the checkout is untouched."""
-    wd, cfg, _ = tiny_run
-    pkg = tmp_path / "site"
-    shutil.copytree(_SNAPSHOT[0], pkg)  # the code of the finished run
-    with open(pkg / "gwnpe/waveforms.py", "a") as f:
-        f.write("\n# edited by tests/test_rerun.py\n")
-    path = os.pathsep.join(str(p) for p in (pkg, *_SNAPSHOT))  # as smk(pythonpath=...) sets it
-    probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('gwnpe.waveforms').origin)"],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, cwd=wd)
-    assert probe.stdout.strip() == str(pkg / "gwnpe/waveforms.py"), probe.stdout + probe.stderr
-    # bank, training_set and injections hash gwnpe.waveforms; svd, train and the rest follow their inputs
-    _assert_plan(_dry(wd, cfg, pythonpath=(pkg,)), rerun={"bank", "svd", "training_set", "train", "injections"} | REPORT_SIDE,
-                 kept={"psd"})
-
-
-def test_injection_count_reruns_injections_and_report_side_only(tiny_run):
-    wd, _, _ = tiny_run
-    cfg = write_config(wd, "inj.yaml", injections={"count": 16})
-    _assert_plan(_dry(wd, cfg), rerun={"injections"} | REPORT_SIDE, kept=UPSTREAM | {"train"})
+def job_stats(text: str) -> dict[str, int]:
+    """The (last) 'Job stats' table of a Snakemake log as {rule: count}."""
+    tables = re.findall(r"Job stats:\njob\s+count\n[- ]+\n(.*?)\ntotal\s+\d+", text, flags=re.S)
+    assert tables, text[-3000:]
+    return {rule: int(n) for rule, n in (line.split() for line in tables[-1].strip().splitlines())}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,48 +9,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import yaml
 
-from .conftest import REPO
-
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "config", "report", "profiles", "envs")
-
-
-def _copy_workflow(dest: Path) -> Path:
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, symlinks=True)
-        else:
-            shutil.copy(src, dest / name)
-    return dest
-
-
-def _config(dest: Path, **overrides) -> Path:
-    cfg = yaml.safe_load((REPO / "config/tiny.yaml").read_text())
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            cfg.setdefault(key, {}).update(value)
-        else:
-            cfg[key] = value
-    path = dest / "test_config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _smk(workdir: Path, configfile: Path, *args, timeout=900):
-    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", str(configfile), "--directory", str(workdir),
-           "--snakefile", str(workdir / "Snakefile"), *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
-
+from tests.conftest import REPO
+from tests.workflow import SNAKEMAKE, copy_workflow, finished_tiny_run, smk, write_config
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    wd = _copy_workflow(tmp_path_factory.mktemp("wf"))
-    cfg = _config(wd)
-    res = _smk(wd, cfg)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
+    wd, cfg, _ = finished_tiny_run(tmp_path_factory)
     return wd, cfg
 
 
@@ -65,13 +29,19 @@ def test_tiny_workflow_produces_every_output(tiny_run):
     with h5py.File(out / "training_set/training_set.h5") as f:
         assert f["h_plus"].shape == (400, 96)
         assert np.isfinite(f["h_plus"][...]).all()
-    from gwnpe.provenance import read_provenance
+    from gwnpe.products.common import read_provenance
+    from gwnpe.provenance import input_provenance, stored_text
 
     prov = read_provenance(out / "training_set/training_set.h5")
-    # provenance chains back through basis -> bank and PSDs
-    basis = prov["inputs"]["basis"]["provenance"]
-    assert basis["inputs"]["bank"]["provenance"]["stage"] == "bank"
-    assert basis["inputs"]["psd_H1"]["provenance"]["stage"] == "psd"
+    # provenance chains back through basis -> bank and PSDs, each ancestor stored once
+    basis = input_provenance(prov, "basis")
+    assert input_provenance(basis, "bank")["stage"] == "bank"
+    assert input_provenance(basis, "psd_H1")["stage"] == "psd"
+    prior_text = (wd / "config/priors/default.prior").read_text()
+    assert stored_text(prov, prov["settings"]["prior_file"]) == prior_text
+    # a posterior file holds the prior file's text once (in the model's settings and provenance texts, not per ancestor)
+    raw = (out / "posteriors/injection_0.hdf5").read_bytes()
+    assert raw.count(prior_text.splitlines()[1].encode()) <= 2
     res = subprocess.run([str(Path(sys.executable).with_name("gwnpe")), "ls", str(out / "svd/basis.h5")],
                          capture_output=True, text=True)
     assert res.returncode == 0 and "stage: svd" in res.stdout
@@ -115,11 +85,11 @@ def test_two_runs_of_the_same_config_are_byte_identical(tiny_run, tmp_path):
     """Every CPU stage, training included: same config and seed -> the same bytes (timings aside)."""
     import bilby
 
-    from .conftest import sha256
+    from tests.conftest import sha256
 
     wd1, _ = tiny_run
-    wd2 = _copy_workflow(tmp_path)
-    res = _smk(wd2, _config(wd2))
+    wd2 = copy_workflow(tmp_path)
+    res = smk(wd2, write_config(wd2))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-5000:]
     out1, out2 = wd1 / "results/tiny", wd2 / "results/tiny"
     files = sorted(p.relative_to(out1).as_posix() for p in out1.rglob("*") if p.is_file())
@@ -140,10 +110,10 @@ def test_two_runs_of_the_same_config_are_byte_identical(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_rerun_does_nothing_and_a_changed_setting_reruns_only_its_stages(tiny_run):
     wd, cfg = tiny_run
-    res = _smk(wd, cfg, "-n")
+    res = smk(wd, cfg, "-n")
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout + res.stderr
-    changed = _config(wd, svd={"size": 80})
-    res = _smk(wd, changed, "-n", "--quiet", "rules")
+    changed = write_config(wd, svd={"size": 80})
+    res = smk(wd, changed, "-n", "--quiet", "rules")
     text = res.stdout + res.stderr
     assert res.returncode == 0, text
     assert "svd" in text and "training_set" in text
@@ -171,8 +141,8 @@ def test_lint_is_clean():
     ],
 )
 def test_bad_config_stops_before_any_job(tmp_path, overrides, needle):
-    wd = _copy_workflow(tmp_path)
-    res = _smk(wd, _config(wd, **overrides))
+    wd = copy_workflow(tmp_path)
+    res = smk(wd, write_config(wd, **overrides))
     assert res.returncode != 0
     assert needle in res.stdout + res.stderr
     assert not (wd / "results").exists()
@@ -180,10 +150,10 @@ def test_bad_config_stops_before_any_job(tmp_path, overrides, needle):
 
 @pytest.mark.slow
 def test_unknown_prior_parameter_stops_before_any_job(tmp_path):
-    wd = _copy_workflow(tmp_path)
+    wd = copy_workflow(tmp_path)
     prior = wd / "config/priors/bad.prior"
     prior.write_text((REPO / "config/priors/default.prior").read_text() + "spin_magnitude = Uniform(minimum=0, maximum=1)\n")
-    res = _smk(wd, _config(wd, priors="config/priors/bad.prior"))
+    res = smk(wd, write_config(wd, priors="config/priors/bad.prior"))
     assert res.returncode != 0 and "spin_magnitude" in res.stdout + res.stderr
     assert not (wd / "results").exists()
 
@@ -202,9 +172,9 @@ def _gwosc_file(path: Path, t0: float, fs: float, duration: float, nan_at=None):
 
 @pytest.mark.slow
 def test_missing_strain_file_is_named(tmp_path):
-    wd = _copy_workflow(tmp_path)
-    cfg = _config(wd, psd={"source": "files", "strain_files": {"H1": "data/H1.hdf5", "L1": "data/L1.hdf5"}})
-    res = _smk(wd, cfg)
+    wd = copy_workflow(tmp_path)
+    cfg = write_config(wd, psd={"source": "files", "strain_files": {"H1": "data/H1.hdf5", "L1": "data/L1.hdf5"}})
+    res = smk(wd, cfg)
     assert res.returncode != 0
     assert "data/H1.hdf5" in res.stdout + res.stderr
     assert not list((wd / "results").rglob("*_psd.txt")) if (wd / "results").exists() else True
@@ -212,15 +182,15 @@ def test_missing_strain_file_is_named(tmp_path):
 
 @pytest.mark.slow
 def test_nan_strain_fails_the_psd_stage_and_leaves_no_psd(tmp_path):
-    wd = _copy_workflow(tmp_path)
+    wd = copy_workflow(tmp_path)
     (wd / "data").mkdir()
     trigger, seg_start = 1187008882.4, 1187008882.4 - 2.0
     t0 = seg_start - 256.0 - 16.0
     _gwosc_file(wd / "data/H1.hdf5", t0, 512.0, 300.0, nan_at=100.0)
     _gwosc_file(wd / "data/L1.hdf5", t0, 512.0, 300.0)
-    cfg = _config(wd, trigger_time=trigger,
+    cfg = write_config(wd, trigger_time=trigger,
                   psd={"source": "files", "strain_files": {"H1": "data/H1.hdf5", "L1": "data/L1.hdf5"}})
-    res = _smk(wd, cfg, "--keep-going", "results/tiny/psd/H1_psd.txt", "results/tiny/psd/L1_psd.txt")
+    res = smk(wd, cfg, "--keep-going", "results/tiny/psd/H1_psd.txt", "results/tiny/psd/L1_psd.txt")
     assert res.returncode != 0
     log = (wd / "results/tiny/logs/psd/H1.log").read_text()
     assert "NaN" in log or "non-finite" in log, log

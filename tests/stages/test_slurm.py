@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import REPO
-from .test_rerun import copy_workflow, finished_tiny_run, planned_jobs, smk, tiny_run_jobs, write_config
+from tests.conftest import REPO
+from tests.workflow import copy_workflow, finished_tiny_run, planned_jobs, smk, tiny_run_jobs, write_config
 
 pytestmark = pytest.mark.slow
 

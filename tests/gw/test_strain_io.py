@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from gwnpe.config import load_config
+from gwnpe.config import read_config
 from gwnpe.errors import ConfigError, StrainError
-from gwnpe.strain import (
-    analysis_segment,
-    fetch_gwosc,
-    get_psd_strain,
-    load_noise_curve,
-    psd_window,
-    read_strain,
-)
+from gwnpe.gw.noise import load_noise_curve
+from gwnpe.gw.strain_io import analysis_segment, fetch_gwosc, psd_window, read_strain
+from gwnpe.stages.psd import get_psd_strain
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 GPS0 = 1187000000.0
 
 
@@ -35,7 +29,7 @@ def write_gwosc(path, t0, fs, data):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_config(REPO / "config" / "tiny.yaml", check_priors=False)
+    return read_config(REPO / "config" / "tiny.yaml")
 
 
 # ----------------------------------------------------------------------------- window

@@ -1,0 +1,60 @@
+"""What Snakemake needs from gwnpe when it builds the DAG: the whole config checked before any job
+starts (schema, cross-key rules, the prior file against the waveform model and the segment), the
+number of injections, and the compared injections. Imported by ``rules/common.smk`` (torch is not
+imported here)."""
+
+from __future__ import annotations
+
+from ..config import read_config, validate_config
+from ..errors import ComparisonError
+
+
+def check_config(config: dict) -> dict:
+    """Validate a config completely, before any job starts: the schema and cross-key rules
+    (:func:`gwnpe.config.validate_config`, which fills in defaults), then the prior file against
+    the waveform model and the segment (:func:`gwnpe.gw.waveforms.check_signal_duration`)."""
+    from ..gw.priors import load_priors
+    from ..gw.waveforms import check_signal_duration
+
+    validate_config(config)
+    priors = load_priors(config["priors"], approximant=config["waveform"]["approximant"])
+    check_signal_duration(config, priors)
+    return config
+
+
+def load_config(path) -> dict:
+    """Read a YAML config file and check it completely (see :func:`check_config`)."""
+    return check_config(read_config(path))
+
+
+def injection_count(config: dict) -> int:
+    """Number of injections: ``injections.count``, or the rows of ``injections.file``."""
+    inj = config["injections"]
+    if inj["file"]:
+        from ..gw.priors import load_priors, sampled_keys
+        from ..products.injections import read_injection_file
+
+        priors = load_priors(config["priors"])
+        return len(next(iter(read_injection_file(inj["file"], sampled_keys(priors)).values())))
+    return inj["count"]
+
+
+def comparison_indices(comparison: dict, n_injections: int) -> list[int]:
+    """The injection indices named by ``comparison.injections`` (a count or a list), checked against the campaign."""
+    spec = comparison["injections"]
+    if isinstance(spec, int):
+        if spec > n_injections:
+            raise ComparisonError(
+                f"comparison.injections asks for the first {spec} injections, but the campaign has {n_injections}; "
+                f"lower comparison.injections to at most {n_injections} or raise injections.count."
+            )
+        return list(range(spec))
+    bad = [i for i in spec if not 0 <= int(i) < n_injections]
+    if bad:
+        raise ComparisonError(
+            f"comparison.injections names injection index {bad[0]}"
+            + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+            + f", but the campaign has injections 0-{n_injections - 1}; use indices below {n_injections} "
+            "or raise injections.count."
+        )
+    return sorted(int(i) for i in spec)
