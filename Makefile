@@ -1,6 +1,7 @@
 # gwnpe: two commands from a fresh checkout.
 #   make demo   install, then run the whole workflow on config/config.yaml (profiles/local)
-#   make test   install, then run the test suite
+#   make test   install, then run the test suite (everything: what CI runs)
+#   make test-fast  the tests not marked slow (a few minutes; the loop while editing)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ PROFILE ?= profiles/local
 RUN = $(shell $(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(CONFIG)'))['run'])")
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 install: $(STAMP)
 
@@ -26,6 +27,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest tests
+
+test-fast: install
+	$(BIN)/python -m pytest tests -m "not slow"
 
 lint: install
 	$(BIN)/snakemake --lint --configfile config/tiny.yaml

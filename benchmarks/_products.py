@@ -24,9 +24,9 @@ def build_products(config: dict, folder: Path, bank_size: int, training_size: in
     for ifo in cfg["detectors"]:
         psds[ifo] = folder / f"{ifo}_psd.txt"
         if not psds[ifo].exists():
-            run_psd_stage(ifo, cfg, psds[ifo], folder / f"{ifo}_psd.png")
+            run_psd_stage(ifo, cfg, out_psd=psds[ifo], out_plot=folder / f"{ifo}_psd.png")
     if not (folder / "bank.h5").exists():
-        run_bank_stage(stage_settings(cfg, "bank"), folder / "bank.h5", progress=False)
+        run_bank_stage(stage_settings(cfg, "bank"), out_path=folder / "bank.h5", progress=False)
     if not (folder / "basis.h5").exists():
         run_svd_stage(stage_settings(cfg, "svd"), bank_path=folder / "bank.h5", psd_paths=psds, out_path=folder / "basis.h5", plot_path=None, threads=threads)
     if not (folder / "training_set.h5").exists():

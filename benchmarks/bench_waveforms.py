@@ -5,7 +5,7 @@ Measures, in one run, on the configured approximant, domain and prior:
 * serial cost [ms per waveform] of a bare loop of ``WaveformGenerator.polarizations``
   (and, for reference, of the same LAL call with LAL's SWIG stdio redirection off),
   and the summed rate of w such loops in w plain processes (the machine's own scaling);
-* training-set throughput [waveforms/s] of :func:`gwnpe.training_set.run_training_set_stage`
+* training-set throughput [waveforms/s] of :func:`gwnpe.stages.training_set.run_training_set_stage`
   on local clusters of 1, 2, ... workers (workers warmed up first, so imports and
   cluster start-up are not counted; the end-to-end wall time is printed too), and the
   parallel efficiency ``throughput / (workers x serial rate)`` (serial rate: the bare LAL loop, so
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
             with dask_client(s["dask"], threads=w) as client:
                 client.run(_warm_worker, warm_task(s, basis, tmp / "warm"))
                 t_ready = time.perf_counter() - t0
-                summary = run_training_set_stage(s, s["priors"], basis, tmp / f"ts-{w}.h5", threads=w, progress=False, client=client)
+                summary = run_training_set_stage(s, prior_path=s["priors"], basis_path=basis, out_path=tmp / f"ts-{w}.h5", threads=w, progress=False, client=client)
             serial_after = loop_rate(config, args.loop_seconds)
             rows.append({
                 "w": w, "serial": 0.5 * (serial + serial_after), "serial_before": serial, "serial_after": serial_after,
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
             with PeakRSS() as rss:
                 baseline = rss.peak
                 t0 = time.perf_counter()
-                summary = run_training_set_stage(s, s["priors"], basis, tmp / f"mem-{n}.h5", threads=mem_workers, progress=False)
+                summary = run_training_set_stage(s, prior_path=s["priors"], basis_path=basis, out_path=tmp / f"mem-{n}.h5", threads=mem_workers, progress=False)
                 wall = time.perf_counter() - t0
             peaks.append({"n": n, "baseline": baseline, "peak": rss.peak, "wall": wall, "dask": summary["throughput"]})
 

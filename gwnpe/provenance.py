@@ -116,7 +116,7 @@ def make_provenance(stage: str, settings: dict, inputs: dict[str, tuple] | None 
         Every setting that shaped the output (including the seed).
     inputs : dict, optional
         Name -> ``(path, provenance or None)`` of the input files (see
-        :func:`gwnpe.products.make_provenance`, which reads them).
+        :func:`gwnpe.products.common.make_provenance`, which reads them).
     texts : dict, optional
         Setting name -> text (e.g. ``{"prior_file": <the prior file>}``). The setting holds
         :func:`text_reference` of the text, and the text itself is stored once in ``texts``.

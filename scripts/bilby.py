@@ -16,8 +16,8 @@ for handler in logging.getLogger().handlers:
 with contextlib.redirect_stdout(LoggerStream(logging.getLogger("gwnpe.dynesty"))):
     run_bilby_stage(
         with_runtime(snakemake.params.settings, snakemake.config, "bilby"),  # noqa: F821
-        snakemake.input.injections,  # noqa: F821
-        int(snakemake.wildcards.i),  # noqa: F821
-        snakemake.output.result,  # noqa: F821
+        injections_path=snakemake.input.injections,  # noqa: F821
+        index=int(snakemake.wildcards.i),  # noqa: F821
+        out_path=snakemake.output.result,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
     )

@@ -5,9 +5,9 @@ from gwnpe.stages.importance_sampling import run_importance_sampling_stage
 configure_logging(snakemake)  # noqa: F821
 run_importance_sampling_stage(
     snakemake.params.settings,  # noqa: F821
-    snakemake.input.model,  # noqa: F821
-    snakemake.input.injections,  # noqa: F821
-    int(snakemake.wildcards.i),  # noqa: F821
-    snakemake.output.result,  # noqa: F821
+    model_path=snakemake.input.model,  # noqa: F821
+    injections_path=snakemake.input.injections,  # noqa: F821
+    index=int(snakemake.wildcards.i),  # noqa: F821
+    out_path=snakemake.output.result,  # noqa: F821
     threads=snakemake.threads,  # noqa: F821
 )

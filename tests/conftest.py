@@ -80,8 +80,8 @@ def tiny_products(tmp_path_factory, tiny_config):
     psds = {}
     for ifo in cfg["detectors"]:
         psds[ifo] = d / f"{ifo}_psd.txt"
-        run_psd_stage(ifo, cfg, psds[ifo], d / f"{ifo}_psd.png")
-    run_bank_stage(stage_settings(cfg, "bank"), d / "bank.h5", progress=False)
+        run_psd_stage(ifo, cfg, out_psd=psds[ifo], out_plot=d / f"{ifo}_psd.png")
+    run_bank_stage(stage_settings(cfg, "bank"), out_path=d / "bank.h5", progress=False)
     run_svd_stage(stage_settings(cfg, "svd"), bank_path=d / "bank.h5", psd_paths=psds, out_path=d / "basis.h5",
                   plot_path=None, threads=1)
     run_training_set_stage(cfg, prior_path=cfg["priors"], basis_path=d / "basis.h5",

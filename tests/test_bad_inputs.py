@@ -33,7 +33,7 @@ inference
     have another rate, whitened strain of the wrong shape, injections made with another prior or
     for other detectors (posteriors stage).
 resources
-    ``training.device: cuda`` without a visible GPU: :func:`gwnpe.training.select_device` raises
+    ``training.device: cuda`` without a visible GPU: :func:`gwnpe.nn.training.select_device` raises
     before the train stage reads or writes anything (``auto`` falls back to the CPU; the GPU is
     hidden with a monkeypatch, so the test also runs on GPU machines).
 corrupt
@@ -204,7 +204,7 @@ def test_config_missing_noise_curve_file(config, tmp_path):
     config["psd"]["noise_curve"] = str(tmp_path / "my_asd.txt")
     out = tmp_path / "out"
     with pytest.raises(ConfigError) as info:
-        run_psd_stage("H1", config, out / "H1_psd.txt", out / "H1_psd.png")
+        run_psd_stage("H1", config, out_psd=out / "H1_psd.txt", out_plot=out / "H1_psd.png")
     assert_names(info, "my_asd.txt", "neither an existing file nor a bilby curve", "Set psd.noise_curve",
                  "aLIGO_O4_high_asd.txt")
     assert_nothing_written(out)
@@ -286,7 +286,7 @@ def test_waveform(old, new, size, fraction, needles, tiny_config, tmp_path):
     cfg["waveform"]["max_failure_fraction"] = fraction
     out = tmp_path / "out"
     with pytest.raises(WaveformError) as info:
-        run_bank_stage(stage_settings(cfg, "bank"), out / "bank.h5", progress=False)
+        run_bank_stage(stage_settings(cfg, "bank"), out_path=out / "bank.h5", progress=False)
     # approximant, LAL's own reason, the prior file, and the fix
     assert_names(info, "IMRPhenomD", "[LAL: XLAL Error", "fCut", str(prior), "Narrow the prior", *needles)
     assert_nothing_written(out)
@@ -405,7 +405,7 @@ def test_strain(make, tiny_config, tmp_path):
     cfg["psd"].update(strain_files={"H1": str(bad), "L1": str(_good_file(data, cfg))}, **psd_settings)
     out = tmp_path / "out"
     with pytest.raises(StrainError) as info:
-        run_psd_stage("H1", cfg, out / "H1_psd.txt", out / "H1_psd.png")
+        run_psd_stage("H1", cfg, out_psd=out / "H1_psd.txt", out_plot=out / "H1_psd.png")
     assert_names(info, "H1 strain", str(bad), *needles)
     assert_nothing_written(out)
 
@@ -636,7 +636,7 @@ def _corrupt_basis_truncated_to_training_set(p, inp, out):
     from gwnpe.stages.training_set import run_training_set_stage
 
     basis = _truncate(p["basis"], inp / "basis.h5")
-    run_training_set_stage(p["config"], p["config"]["priors"], basis, out / "training_set.h5", threads=1,
+    run_training_set_stage(p["config"], prior_path=p["config"]["priors"], basis_path=basis, out_path=out / "training_set.h5", threads=1,
                            progress=False)
 
 
@@ -649,7 +649,7 @@ def _corrupt_basis_of_other_domain_to_training_set(p, inp, out):
     shutil.copy(p["basis"], basis)
     cfg = copy.deepcopy(p["config"])
     cfg["domain"]["f_max"] = 200.0  # the basis was made for 20-256 Hz
-    run_training_set_stage(cfg, cfg["priors"], basis, out / "training_set.h5", threads=1, progress=False)
+    run_training_set_stage(cfg, prior_path=cfg["priors"], basis_path=basis, out_path=out / "training_set.h5", threads=1, progress=False)
 
 
 def _corrupt_basis_truncated_to_train(p, inp, out):

@@ -188,7 +188,7 @@ def dask2():
 def test_killed_dask_worker_chunk_is_recomputed_and_bytes_unchanged(tiny_products, dask2, tmp_path):
     cfg, basis = tiny_products["config"], tiny_products["basis"]
     ref = tmp_path / "reference/training_set.h5"
-    ts.run_training_set_stage(cfg, cfg["priors"], basis, ref, threads=2, progress=False, client=dask2)
+    ts.run_training_set_stage(cfg, prior_path=cfg["priors"], basis_path=basis, out_path=ref, threads=2, progress=False, client=dask2)
 
     out = tmp_path / "killed/training_set.h5"
     chunk_dir = ts.chunk_dir_for(out)
@@ -218,7 +218,7 @@ def test_killed_dask_worker_chunk_is_recomputed_and_bytes_unchanged(tiny_product
     killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
     killer.start()
     # even chunks sleep 2 s before generating: a wide window in which a worker holds an unfinished chunk
-    summary = ts.run_training_set_stage(cfg, cfg["priors"], basis, out, threads=2, progress=False, client=dask2,
+    summary = ts.run_training_set_stage(cfg, prior_path=cfg["priors"], basis_path=basis, out_path=out, threads=2, progress=False, client=dask2,
                                         fault=ts.FaultInjection(delay=2.0))
     killer.join(10)
     assert killed, "no worker was busy with an unfinished chunk when the first chunk file appeared"
@@ -303,14 +303,14 @@ def _write(writer: str, products: dict, out_dir: Path, request) -> Path:
     if writer == "psd":
         from gwnpe.stages.psd import run_psd_stage
 
-        run_psd_stage("H1", cfg, out_dir / "H1_psd.txt", out_dir / "H1_psd.png")
+        run_psd_stage("H1", cfg, out_psd=out_dir / "H1_psd.txt", out_plot=out_dir / "H1_psd.png")
         return out_dir / "H1_psd.txt"
     if writer == "bank":
         from gwnpe.stages.bank import run_bank_stage
         from gwnpe.stages.settings import stage_settings
 
         cfg["bank"]["size"] = 20
-        run_bank_stage(stage_settings(cfg, "bank"), out_dir / "bank.h5", progress=False)
+        run_bank_stage(stage_settings(cfg, "bank"), out_path=out_dir / "bank.h5", progress=False)
         return out_dir / "bank.h5"
     if writer == "svd":
         from gwnpe.stages.settings import stage_settings
@@ -320,7 +320,7 @@ def _write(writer: str, products: dict, out_dir: Path, request) -> Path:
         return out_dir / "basis.h5"
     if writer == "training_set":
         client = request.getfixturevalue("dask2")
-        ts.run_training_set_stage(cfg, cfg["priors"], products["basis"], out_dir / "training_set.h5", threads=2,
+        ts.run_training_set_stage(cfg, prior_path=cfg["priors"], basis_path=products["basis"], out_path=out_dir / "training_set.h5", threads=2,
                                   progress=False, client=client)
         return out_dir / "training_set.h5"
     if writer == "injections":
@@ -421,7 +421,7 @@ def test_disk_full_or_permission_error_names_the_output_and_the_fix(case, tiny_p
         path = out_dir / "bank.h5"
 
         def write(_):
-            run_bank_stage(stage_settings(cfg, "bank"), path, progress=False)
+            run_bank_stage(stage_settings(cfg, "bank"), out_path=path, progress=False)
     elif case == "disk_full_real":
         # the kernel's ENOSPC: the writer's temporary name is a link to /dev/full
         if not Path("/dev/full").exists():

@@ -108,9 +108,9 @@ class DetectorNetwork(torch.nn.Module):
 
     Parameters
     ----------
-    ifos : list of str
+    detectors : list of str
         Interferometer names known to bilby (e.g. ``["H1", "L1", "V1"]``); see
-        :func:`known_interferometers`. The output axis ``n_ifo`` follows this order.
+        :func:`known_interferometers`. The output axis ``n_detectors`` follows this order.
     reference_time : float
         GPS time [s] relative to which all times ``dt`` are given (typically the
         trigger time of the analysis).
@@ -120,14 +120,14 @@ class DetectorNetwork(torch.nn.Module):
 
     Attributes
     ----------
-    ifos : tuple of str
+    detectors : tuple of str
         Interferometer names, in output order.
     reference_time : float
         GPS reference time [s].
-    detector_tensors : Tensor, shape (n_ifo, 3, 3)
+    detector_tensors : Tensor, shape (n_detectors, 3, 3)
         Buffer: bilby's ``Interferometer.detector_tensor`` (dimensionless, Earth-fixed
         Cartesian frame).
-    vertices : Tensor, shape (n_ifo, 3)
+    vertices : Tensor, shape (n_detectors, 3)
         Buffer: bilby's ``Interferometer.vertex`` [m], Earth-fixed Cartesian frame.
     gmst_reference : Tensor, shape ()
         Buffer: Greenwich mean sidereal time at ``reference_time`` [rad], reduced to
@@ -160,29 +160,29 @@ class DetectorNetwork(torch.nn.Module):
       within 1 s of ``reference_time``).
 
     The buffers are not persistent (not part of ``state_dict``): they are rebuilt from
-    bilby/LAL from ``ifos`` and ``reference_time``.
+    bilby/LAL from ``detectors`` and ``reference_time``.
     """
 
-    def __init__(self, ifos: list[str], reference_time: float, dtype: torch.dtype = torch.float64):
+    def __init__(self, detectors: list[str], reference_time: float, dtype: torch.dtype = torch.float64):
         super().__init__()
         import lal
 
-        if isinstance(ifos, str):
-            raise TypeError(f"ifos must be a list of interferometer names, not the string {ifos!r}")
-        ifos = tuple(ifos)
-        if not ifos:
+        if isinstance(detectors, str):
+            raise TypeError(f"detectors must be a list of interferometer names, not the string {detectors!r}")
+        detectors = tuple(detectors)
+        if not detectors:
             raise ValueError("DetectorNetwork needs at least one interferometer.")
-        dupes = sorted({n for n in ifos if ifos.count(n) > 1})
+        dupes = sorted({n for n in detectors if detectors.count(n) > 1})
         if dupes:
             raise ValueError(f"Interferometers listed more than once: {', '.join(dupes)}.")
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a real floating torch dtype, got {dtype!r}")
 
-        loaded = [_load_interferometer(name) for name in ifos]
+        loaded = [_load_interferometer(name) for name in detectors]
         tensors = np.stack([np.asarray(ifo.detector_tensor, dtype=np.float64) for ifo in loaded])
         vertices = np.stack([np.asarray(ifo.vertex, dtype=np.float64) for ifo in loaded])
 
-        self.ifos = ifos
+        self.detectors = detectors
         self.reference_time = float(reference_time)
         gmst = math.fmod(lal.GreenwichMeanSiderealTime(self.reference_time), 2.0 * math.pi)
         if gmst < 0:
@@ -200,16 +200,16 @@ class DetectorNetwork(torch.nn.Module):
         self.register_buffer("vertices", torch.tensor(vertices, dtype=dtype), persistent=False)
         self.register_buffer("gmst_reference", torch.tensor(gmst, dtype=dtype), persistent=False)
         logger.debug(
-            "DetectorNetwork(%s) at GPS %.6f: GMST %.12f rad", ",".join(ifos), self.reference_time, gmst
+            "DetectorNetwork(%s) at GPS %.6f: GMST %.12f rad", ",".join(detectors), self.reference_time, gmst
         )
 
     def extra_repr(self) -> str:
-        return f"ifos={list(self.ifos)}, reference_time={self.reference_time!r}, dtype={self.dtype}"
+        return f"detectors={list(self.detectors)}, reference_time={self.reference_time!r}, dtype={self.dtype}"
 
     @property
-    def n_ifo(self) -> int:
+    def n_detectors(self) -> int:
         """Number of interferometers."""
-        return len(self.ifos)
+        return len(self.detectors)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -264,7 +264,7 @@ class DetectorNetwork(torch.nn.Module):
 
         Returns
         -------
-        F_plus, F_cross : Tensor, shape (batch, n_ifo)
+        F_plus, F_cross : Tensor, shape (batch, n_detectors)
             Dimensionless antenna patterns, in the module's dtype and device.
         """
         ra, dec, psi, dt = self._batch(ra=ra, dec=dec, psi=psi, dt=dt)
@@ -301,7 +301,7 @@ class DetectorNetwork(torch.nn.Module):
 
         Returns
         -------
-        Tensor, shape (batch, n_ifo)
+        Tensor, shape (batch, n_detectors)
             Time delays [s], in the module's dtype and device.
         """
         ra, dec, dt = self._batch(ra=ra, dec=dec, dt=dt)
@@ -311,7 +311,7 @@ class DetectorNetwork(torch.nn.Module):
         return -torch.einsum("bi,ki->bk", omega, self.vertices) / SPEED_OF_LIGHT
 
     def time_shift_phasor(self, frequencies, ra, dec, dt) -> Tensor:
-        """``exp(-2 pi i f (dt + tau))`` (batch, n_ifo, n_bins) on a uniform grid, cheaply.
+        """``exp(-2 pi i f (dt + tau))`` (batch, n_detectors, n_bins) on a uniform grid, cheaply.
 
         Same factor as in :meth:`project` (time origin ``reference_time``), computed from two
         small tables: with ``f_k = f_0 + (m a + b) df`` the phasor is
@@ -327,7 +327,7 @@ class DetectorNetwork(torch.nn.Module):
         if n > 2 and not torch.allclose(torch.diff(frequencies), df, rtol=0, atol=1e-9 * float(abs(df))):
             raise ValueError("time_shift_phasor needs a uniform frequency grid")
         pdtype = self.dtype if self.device.type == "mps" else torch.float64
-        shift = dt.to(pdtype)[:, None] + self.time_delays(ra, dec, dt).to(pdtype)  # (batch, n_ifo) [s]
+        shift = dt.to(pdtype)[:, None] + self.time_delays(ra, dec, dt).to(pdtype)  # (batch, n_detectors) [s]
         m = max(1, int(math.ceil(math.sqrt(n))))
         na = -(-n // m)
 
@@ -338,10 +338,10 @@ class DetectorNetwork(torch.nn.Module):
 
         idx_b = torch.arange(m, device=self.device, dtype=pdtype)
         idx_a = torch.arange(na, device=self.device, dtype=pdtype) * m
-        e0 = phasor(frequencies[0].to(pdtype) * shift)  # (batch, n_ifo)
+        e0 = phasor(frequencies[0].to(pdtype) * shift)  # (batch, n_detectors)
         step = df.to(pdtype) * shift
-        tab_a = phasor(step[..., None] * idx_a)  # (batch, n_ifo, na)
-        tab_b = phasor(step[..., None] * idx_b)  # (batch, n_ifo, m)
+        tab_a = phasor(step[..., None] * idx_a)  # (batch, n_detectors, na)
+        tab_b = phasor(step[..., None] * idx_b)  # (batch, n_detectors, m)
         out = (e0[..., None] * tab_a)[..., :, None] * tab_b[..., None, :]
         return out.reshape(*shift.shape, na * m)[..., :n]
 
@@ -388,7 +388,7 @@ class DetectorNetwork(torch.nn.Module):
 
         Returns
         -------
-        Tensor, complex, shape (batch, n_ifo, n_bins)
+        Tensor, complex, shape (batch, n_detectors, n_bins)
             Detector responses [1/Hz]. No frequency mask or calibration is applied.
 
         Notes
@@ -418,13 +418,13 @@ class DetectorNetwork(torch.nn.Module):
         tau = self.time_delays(ra, dec, dt)
 
         phase_dtype = self.dtype if self.device.type == "mps" else torch.float64
-        shift = dt.to(phase_dtype)[:, None] + tau.to(phase_dtype)  # (batch, n_ifo) [s]
+        shift = dt.to(phase_dtype)[:, None] + tau.to(phase_dtype)  # (batch, n_detectors) [s]
         if geocent_shift is not None:
             gs = torch.as_tensor(geocent_shift, dtype=phase_dtype, device=self.device)
             if gs.ndim > 1 or (gs.ndim == 1 and gs.shape[0] not in (1, batch)):
                 raise ValueError(f"geocent_shift must be a scalar or have shape ({batch},), got {tuple(gs.shape)}")
             shift = shift + gs.reshape(-1, 1)
-        cycles = frequencies.to(phase_dtype) * shift[..., None]  # (batch, n_ifo, n_bins)
+        cycles = frequencies.to(phase_dtype) * shift[..., None]  # (batch, n_detectors, n_bins)
         cycles = cycles - torch.round(cycles)
         angle = (-2.0 * math.pi * cycles).to(self.dtype)
         phasor = torch.complex(torch.cos(angle), torch.sin(angle))

@@ -93,13 +93,7 @@ def segment_start(trigger_time: float, domain_settings: dict) -> float:
 def to_trigger_origin(strain, frequencies, trigger_time: float, start_time: float):
     """Move the time origin of frequency-domain strain from ``start_time`` to ``trigger_time`` [GPS s].
 
-    ``strain`` is a numpy array or a torch tensor (..., n_bins) on ``frequencies`` [Hz].
+    ``strain`` is a complex array (..., n_bins) on ``frequencies`` [Hz].
     """
     shift = trigger_time - start_time
-    if not isinstance(strain, np.ndarray) and type(strain).__module__.startswith("torch"):
-        import torch
-
-        f = torch.as_tensor(frequencies, dtype=torch.float64, device=strain.device)
-        phase = torch.exp(2j * np.pi * torch.remainder(f * shift, 1.0)).to(strain.dtype)
-        return strain * phase
     return strain * np.exp(2j * np.pi * np.remainder(np.asarray(frequencies) * shift, 1.0))

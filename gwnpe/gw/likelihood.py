@@ -68,7 +68,7 @@ def build_likelihood(domain: FrequencyDomain, strain: dict, psds: dict, start_ti
                      fiducial_parameters: dict | None = None, epsilon: float = 0.5):
     """bilby GravitationalWaveTransient (or its relative-binning twin) for gwnpe data.
 
-    ``priors`` must use absolute GPS ``geocent_time`` (see :func:`gwnpe.priors.to_absolute_time`).
+    ``priors`` must use absolute GPS ``geocent_time`` (see :func:`gwnpe.gw.priors.to_absolute_time`).
     """
     import bilby
 

@@ -3,7 +3,7 @@
 Strain enters as frequency-domain arrays on the model's band (phase origin at the
 segment start, as an FFT of the segment gives) or as time-domain files; PSDs as
 gwnpe PSD files or arrays. Samples outside the prior support are rejected and
-redrawn. :func:`gwnpe.products.save_result` writes the samples as a bilby Result with
+redrawn. :func:`gwnpe.products.results.save_result` writes the samples as a bilby Result with
 parameters in physical units, ``geocent_time`` in GPS seconds, derived masses, and timing
 in ``meta_data``.
 """

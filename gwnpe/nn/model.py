@@ -2,7 +2,7 @@
 
 ``build_model(settings)`` is the single factory; the model is saved with the
 settings that rebuild it (and the provenance of its training data), so
-:func:`gwnpe.products.load_model` needs nothing else.
+:func:`gwnpe.products.model.load_model` needs nothing else.
 """
 
 from __future__ import annotations

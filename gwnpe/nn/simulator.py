@@ -35,7 +35,7 @@ class TrainingData:
         Intrinsic parameters.
     h_plus, h_cross : (N, K) complex arrays
         Reduced-basis coefficients of the whitened polarizations (as the training_set stage stores them;
-        :func:`gwnpe.products.load_training_set` reads them).
+        :func:`gwnpe.products.training_set.load_training_set` reads them).
     """
 
     def __init__(self, parameters: dict, h_plus, h_cross):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,15 @@ from ..gw import noise
 from ..gw.domain import FrequencyDomain
 
 
-def read_psd(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class PSD:
+    """A PSD file: ``frequencies`` [Hz] and one-sided ``psd`` [1/Hz]."""
+
+    frequencies: np.ndarray
+    psd: np.ndarray
+
+
+def read_psd(path: str | Path) -> PSD:
     """Frequencies [Hz] and PSD [1/Hz] from a gwnpe PSD text file."""
     path = Path(path)
     if not path.is_file():
@@ -28,13 +37,13 @@ def read_psd(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"PSD file '{path}' has shape {data.shape}; expected two columns (frequency, PSD) and at least two "
             f"rows: {fix}."
         )
-    return data[:, 0], data[:, 1]
+    return PSD(frequencies=data[:, 0], psd=data[:, 1])
 
 
 def psd_on_domain(path: str | Path, domain: FrequencyDomain) -> np.ndarray:
     """PSD [1/Hz] of a PSD file on the domain's band (see :func:`gwnpe.gw.noise.psd_on_domain`)."""
-    f, psd = read_psd(path)
-    return noise.psd_on_domain(f, psd, domain, source=f"PSD file '{path}'")
+    file = read_psd(path)
+    return noise.psd_on_domain(file.frequencies, file.psd, domain, source=f"PSD file '{path}'")
 
 
 def write_psd(path: str | Path, freqs: np.ndarray, psd: np.ndarray, prov: dict) -> None:

@@ -16,8 +16,8 @@ from .settings import stage_settings
 logger = logging.getLogger(__name__)
 
 
-def run_bank_stage(settings: dict, out_path: str | Path, progress: bool = True) -> dict:
-    """Generate the waveform bank and write ``bank.h5`` (layout: :func:`gwnpe.write_bank`).
+def run_bank_stage(settings: dict, *, out_path: str | Path, progress: bool = True) -> dict:
+    """Generate the waveform bank and write ``bank.h5`` (layout: :func:`gwnpe.products.bank.write_bank`).
 
     Parameters
     ----------

@@ -40,7 +40,7 @@ def _settings_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def run_bilby_stage(settings: dict, injections_path, index: int, out_path, threads: int = 1) -> dict:
+def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, threads: int = 1) -> dict:
     """bilby + dynesty for injection ``index``; writes a bilby Result to ``out_path``.
 
     The sampler works in ``<out dir>/sampler`` (checkpoints, bilby's own files); the result is

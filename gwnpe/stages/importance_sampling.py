@@ -26,7 +26,7 @@ def _injection(injections_path, index: int) -> dict:
         raise ComparisonError(str(exc)) from None
 
 
-def run_importance_sampling_stage(settings: dict, model_path, injections_path, index: int, out_path,
+def run_importance_sampling_stage(settings: dict, *, model_path, injections_path, index: int, out_path,
                                   threads: int = 1, device: str = "cpu") -> dict:
     """NPE samples of injection ``index`` reweighted with the exact bilby likelihood (NPE+IS), as a bilby Result.
 

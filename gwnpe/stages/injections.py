@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 def run_injections_stage(settings: dict, *, psd_paths: dict, out_path) -> dict:
     """Draw (or read) the injections, make their strain and SNRs, write ``injections.h5``
-    (layout: :func:`gwnpe.products.write_injections`)."""
+    (layout: :func:`gwnpe.products.injections.write_injections`)."""
     priors = load_priors(settings["priors"], approximant=settings["waveform"]["approximant"])
     names = sampled_keys(priors)
     keys_int = intrinsic_keys(priors)

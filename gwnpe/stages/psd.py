@@ -4,7 +4,7 @@ with resolution ``1 / segment_length`` (the analysis grid when ``segment_length`
 
 The strain comes from ``psd.source``: noise simulated from a reference curve, the user's strain
 files, or a GWOSC download. PSD files are two columns, frequency [Hz] and one-sided PSD [1/Hz],
-with the provenance on a comment line (:func:`gwnpe.write_psd`).
+with the provenance on a comment line (:func:`gwnpe.products.psd.write_psd`).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def estimate_psd(ifo: str, settings: dict) -> tuple[np.ndarray, np.ndarray, np.n
     Raises
     ------
     StrainError
-        For bad strain (see :func:`gwnpe.strain.read_strain`) or an estimate with zero or
+        For bad strain (see :func:`gwnpe.gw.strain_io.read_strain`) or an estimate with zero or
         non-finite bins inside ``[f_min, f_max]``.
     """
     detectors = list(settings["detectors"])
@@ -204,6 +204,7 @@ def _psd_settings(ifo: str, settings: dict) -> dict:
 def run_psd_stage(
     ifo: str,
     settings: dict,
+    *,
     out_psd: str | Path,
     out_plot: str | Path,
 ) -> dict:

@@ -43,7 +43,7 @@ class TrainOutputs:
     Attributes
     ----------
     model : path
-        Weights, the settings that rebuild the model, its ASDs and provenance (:func:`gwnpe.products.save_model`).
+        Weights, the settings that rebuild the model, its ASDs and provenance (:func:`gwnpe.products.model.save_model`).
     history : path
         CSV: epoch, train_loss, validation_loss, learning_rate (byte-identical for the same seed on the CPU).
     plot : path

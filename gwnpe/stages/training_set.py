@@ -6,7 +6,7 @@ Data flow
 (the last one smaller). Chunk ``c`` draws its intrinsic parameters from its own
 random stream ``stage_rng(seed, "training_set", c)``, generates h+ and hx at
 ``waveform.reference_distance`` (LAL-refused draws are redrawn from the same
-stream, see :func:`gwnpe.waveforms.generate_from_prior`), compresses them with
+stream, see :func:`gwnpe.gw.waveforms.generate_from_prior`), compresses them with
 the reduced basis (``c = whiten(h) @ V``, complex64) and writes its own chunk
 file on the worker, in ``.chunks-<name>/`` next to the output (on Slurm that
 folder must be on a shared file system). Tasks return only small metadata, so
@@ -303,12 +303,12 @@ def _raise_too_many_failures(meta, n_failed: int, allowed: int, n_total: int):
 
 def run_training_set_stage(
     settings: dict,
+    *,
     prior_path: str | Path,
     basis_path: str | Path,
     out_path: str | Path,
     threads: int,
     progress: bool = True,
-    *,
     client=None,
     fault: FaultInjection | None = None,
 ) -> dict:

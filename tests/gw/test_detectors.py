@@ -1,4 +1,4 @@
-"""Batched torch detector projection (gwnpe.detectors) against bilby and LAL."""
+"""Batched torch detector projection (gwnpe.gw.detectors) against bilby and LAL."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_antenna_patterns_and_time_delays_match_bilby(net, bilby_ifos):
 
 # ------------------------------------------------------------------ projection
 def _bilby_responses(freqs, hp, hc, ra, dec, psi, t, start_time, psd=None):
-    """bilby's get_detector_response per sample and ifo: (batch, n_ifo, n_bins), and the ifos."""
+    """bilby's get_detector_response per sample and ifo: (batch, n_detectors, n_bins), and the interferometers."""
     ifos = [_bilby_ifo(name, start_time, psd) for name in IFOS]
     out = np.zeros((len(ra), len(IFOS), len(freqs)), dtype=complex)
     for b in range(len(ra)):

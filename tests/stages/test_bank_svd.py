@@ -38,7 +38,7 @@ def built(tmp_path_factory, tiny_config):
     for i, ifo in enumerate(cfg["detectors"]):
         psds[ifo] = d / f"{ifo}_psd.txt"
         np.savetxt(psds[ifo], np.c_[freqs, bilby_curve_psd(freqs) * (1 + 0.5 * i)])
-    run_bank_stage(stage_settings(cfg, "bank"), d / "bank.h5", progress=False)
+    run_bank_stage(stage_settings(cfg, "bank"), out_path=d / "bank.h5", progress=False)
     stats = run_svd_stage(stage_settings(cfg, "svd"), bank_path=d / "bank.h5", psd_paths=psds, out_path=d / "basis.h5", plot_path=d / "mismatch.png", threads=1)
     return cfg, d, psds, stats
 
@@ -63,10 +63,10 @@ def test_bank_layout_and_provenance(built):
 def test_bank_is_byte_identical_for_the_same_seed(built, tmp_path):
     cfg, d, _, _ = built
     cfg = {**cfg, "bank": {"size": 50}}
-    run_bank_stage(stage_settings(cfg, "bank"), tmp_path / "a.h5", progress=False)
-    run_bank_stage(stage_settings(cfg, "bank"), tmp_path / "b.h5", progress=False)
+    run_bank_stage(stage_settings(cfg, "bank"), out_path=tmp_path / "a.h5", progress=False)
+    run_bank_stage(stage_settings(cfg, "bank"), out_path=tmp_path / "b.h5", progress=False)
     assert sha256(tmp_path / "a.h5") == sha256(tmp_path / "b.h5")
-    run_bank_stage(stage_settings({**cfg, "seed": cfg["seed"] + 1}, "bank"), tmp_path / "c.h5", progress=False)
+    run_bank_stage(stage_settings({**cfg, "seed": cfg["seed"] + 1}, "bank"), out_path=tmp_path / "c.h5", progress=False)
     assert sha256(tmp_path / "a.h5") != sha256(tmp_path / "c.h5")
 
 
@@ -77,7 +77,7 @@ def test_failing_bank_leaves_no_output(built, tmp_path):
     cfg = {**cfg, "priors": str(prior), "bank": {"size": 20}}
     out = tmp_path / "bank.h5"
     with pytest.raises(WaveformError, match="max_failure_fraction"):
-        run_bank_stage(stage_settings(cfg, "bank"), out, progress=False)
+        run_bank_stage(stage_settings(cfg, "bank"), out_path=out, progress=False)
     assert not out.exists() and not list(tmp_path.glob(".bank.h5*"))
 
 

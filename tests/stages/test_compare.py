@@ -76,7 +76,7 @@ def two_d(tmp_path_factory):
     psds = {}
     for ifo in cfg["detectors"]:
         psds[ifo] = d / f"{ifo}_psd.txt"
-        run_psd_stage(ifo, cfg, psds[ifo], d / f"{ifo}_psd.png")
+        run_psd_stage(ifo, cfg, out_psd=psds[ifo], out_plot=d / f"{ifo}_psd.png")
     run_injections_stage(stage_settings(cfg, "injections"), psd_paths=psds, out_path=d / "injections.h5")
     return {"config": cfg, "dir": d, "injections": d / "injections.h5"}
 
@@ -108,7 +108,7 @@ def test_tiny_bilby_run_agrees_with_an_independent_evidence_and_posterior(two_d,
 
     cfg = two_d["config"]
     out = tmp_path / "bilby" / "injection_0" / "result.hdf5"
-    run_bilby_stage(cfg, two_d["injections"], 0, out, threads=1)
+    run_bilby_stage(cfg, injections_path=two_d["injections"], index=0, out_path=out, threads=1)
     r = bilby.core.result.read_in_result(str(out))
     post = r.posterior
     assert {"chirp_mass", "mass_ratio", "mass_1", "mass_2", "log_likelihood"} <= set(post)
@@ -145,9 +145,9 @@ def test_killed_bilby_job_resumes_from_its_checkpoint(two_d, tmp_path):
     script.write_text(
         "import json, logging, sys\n"
         "logging.basicConfig(level=logging.INFO)\n"
-        "from gwnpe.comparison import run_bilby_stage\n"
-        f"run_bilby_stage(json.load(open({str(tmp_path / 'settings.json')!r})), {str(two_d['injections'])!r}, 0, "
-        f"{str(out)!r}, threads=1)\n"
+        "from gwnpe.stages.bilby import run_bilby_stage\n"
+        f"run_bilby_stage(json.load(open({str(tmp_path / 'settings.json')!r})), injections_path={str(two_d['injections'])!r}, "
+        f"index=0, out_path={str(out)!r}, threads=1)\n"
     )
     ckpt = out.parent / "sampler" / "dynesty_resume.pickle"
     proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -172,7 +172,7 @@ def test_bad_injection_index_and_missing_result_are_named(two_d, tmp_path):
     from gwnpe.stages.compare import _read_result
 
     with pytest.raises(ComparisonError, match="injection index 5 does not exist.*it has 1"):
-        run_bilby_stage(two_d["config"], two_d["injections"], 5, tmp_path / "r.hdf5")
+        run_bilby_stage(two_d["config"], injections_path=two_d["injections"], index=5, out_path=tmp_path / "r.hdf5")
     assert not (tmp_path / "r.hdf5").exists()
     with pytest.raises(ComparisonError, match="bilby result .*missing.hdf5' does not exist"):
         _read_result(tmp_path / "missing.hdf5", "bilby")

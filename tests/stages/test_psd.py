@@ -35,7 +35,8 @@ def test_write_read_roundtrip_exact(tmp_path):
     prov = make_provenance("psd", {"ifo": "H1", "seed": 7})
     path = tmp_path / "psd_H1.txt"
     write_psd(path, freqs, psd, prov)
-    f2, p2 = read_psd(path)
+    back = read_psd(path)
+    f2, p2 = back.frequencies, back.psd
     np.testing.assert_array_equal(f2, freqs)
     np.testing.assert_array_equal(p2, psd)
     lines = path.read_text().splitlines()
@@ -72,8 +73,8 @@ def test_run_psd_stage_tiny(tmp_path, tiny, caplog):
     cfg = copy.deepcopy(tiny)
     out_txt, out_png = tmp_path / "psd" / "L1.txt", tmp_path / "plots" / "psd_L1.png"
     with caplog.at_level(logging.INFO, logger="gwnpe.stages.psd"):
-        info = run_psd_stage("L1", cfg, out_txt, out_png)
-    freqs, psd = read_psd(out_txt)
+        info = run_psd_stage("L1", cfg, out_psd=out_txt, out_plot=out_png)
+    freqs = read_psd(out_txt).frequencies
     domain = build_domain(cfg)
     np.testing.assert_array_equal(freqs, domain.full_frequencies)
     on_domain = psd_on_domain(out_txt, domain)
@@ -91,5 +92,5 @@ def test_run_psd_stage_tiny(tmp_path, tiny, caplog):
     assert "simulated" in text and "127" in text and "median estimate/reference" in text
     # the same config gives the same bytes
     out2 = tmp_path / "again.txt"
-    run_psd_stage("L1", copy.deepcopy(cfg), out2, tmp_path / "again.png")
+    run_psd_stage("L1", copy.deepcopy(cfg), out_psd=out2, out_plot=tmp_path / "again.png")
     assert out2.read_bytes() == out_txt.read_bytes()

@@ -87,12 +87,12 @@ def client():
 def reference(settings, basis, client, tmp_path_factory):
     """The stage's output with the shared 2-worker client (seed 7)."""
     out = tmp_path_factory.mktemp("ref") / "training_set.h5"
-    summary = ts.run_training_set_stage(settings, settings["priors"], basis["path"], out, threads=2, progress=False, client=client)
+    summary = ts.run_training_set_stage(settings, prior_path=settings["priors"], basis_path=basis["path"], out_path=out, threads=2, progress=False, client=client)
     return {"path": out, "sha": sha256(out), "summary": summary}
 
 
 def run(settings, basis, out, client=None, **kw):
-    return ts.run_training_set_stage(settings, settings["priors"], basis["path"], out, threads=2, progress=False, client=client, **kw)
+    return ts.run_training_set_stage(settings, prior_path=settings["priors"], basis_path=basis["path"], out_path=out, threads=2, progress=False, client=client, **kw)
 
 
 def assert_no_leftovers(out: Path):
