@@ -14,6 +14,7 @@ Draws are made with :meth:`bilby.core.prior.Prior.rescale` from a numpy
 
 from __future__ import annotations
 
+import ast
 import difflib
 import logging
 import re
@@ -63,15 +64,143 @@ def _is_fixed(prior) -> bool:
     return isinstance(prior, (int, float)) or isinstance(prior, DeltaFunction)
 
 
-def load_priors(path: str | Path, approximant: str | None = None):
-    """Load and check a bilby prior file.
+# ----------------------------------------------------------------------------- reading prior files
+
+#: Numerical constants a prior file may use (besides literal numbers).
+CONSTANTS = {"pi": np.pi, "np.pi": np.pi, "numpy.pi": np.pi, "inf": np.inf, "np.inf": np.inf, "numpy.inf": np.inf,
+             "e": np.e, "np.e": np.e, "numpy.e": np.e}
+_ARITHMETIC = {"Add": lambda a, b: a + b, "Sub": lambda a, b: a - b, "Mult": lambda a, b: a * b,
+               "Div": lambda a, b: a / b, "Pow": lambda a, b: a**b}
+_FORMAT = ("Prior files are data, never code: each line is 'name = <bilby prior class>(keyword=value, ...)' with "
+           "numbers, strings, True/False/None, np.pi and arithmetic on numbers as values (or nested prior classes), "
+           "or 'name = <number>'; see config/priors/default.prior")
+
+
+class _Refused(Exception):
+    """A prior-file expression outside what :func:`parse_prior_text` evaluates."""
+
+
+def prior_classes() -> dict[str, type]:
+    """The prior classes a prior file may name: every :class:`bilby.core.prior.Prior` subclass exported by
+    ``bilby.core.prior`` and ``bilby.gw.prior`` (joint priors excepted), by class name."""
+    import bilby
+
+    out = {}
+    for module in (bilby.core.prior, bilby.gw.prior):
+        for name in dir(module):
+            obj = getattr(module, name)
+            if isinstance(obj, type) and issubclass(obj, bilby.core.prior.Prior) and not issubclass(
+                    obj, bilby.core.prior.JointPrior):
+                out[name] = obj
+    return out
+
+
+def _dotted(node) -> str | None:
+    """``a.b.c`` of a Name/Attribute chain, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _evaluate(node, classes: dict[str, type]):
+    """Value of an allowed expression node: literals, constants, arithmetic on numbers, prior-class calls."""
+    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (bool, int, float, str))):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _evaluate(node.operand, classes)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise _Refused("a sign applies to numbers only")
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp) and type(node.op).__name__ in _ARITHMETIC:
+        a, b = _evaluate(node.left, classes), _evaluate(node.right, classes)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+            raise _Refused("arithmetic applies to numbers only")
+        return _ARITHMETIC[type(node.op).__name__](a, b)
+    if isinstance(node, (ast.List, ast.Tuple)):
+        values = [_evaluate(v, classes) for v in node.elts]
+        return values if isinstance(node, ast.List) else tuple(values)
+    name = _dotted(node)
+    if name is not None:
+        if name in CONSTANTS:
+            return CONSTANTS[name]
+        raise _Refused(f"'{name}' is not a number, a string or a known constant ({', '.join(sorted(CONSTANTS))})")
+    if isinstance(node, ast.Call):
+        func = _dotted(node.func)
+        cls_name = (func or "").rsplit(".", 1)[-1]
+        module = func.rsplit(".", 1)[0] if func and "." in func else None
+        if func is None or cls_name not in classes or (module is not None and not module.startswith("bilby.")):
+            raise _Refused(f"'{func or ast.unparse(node.func)}' is not a bilby prior class (bilby.core.prior or bilby.gw.prior)")
+        if any(k.arg is None for k in node.keywords):
+            raise _Refused("'**' arguments are not allowed")
+        args = [_evaluate(a, classes) for a in node.args]
+        kwargs = {k.arg: _evaluate(k.value, classes) for k in node.keywords}
+        return classes[cls_name](*args, **kwargs)
+    raise _Refused(f"'{ast.unparse(node)}' is not a literal, a known constant or a bilby prior class")
+
+
+def parse_prior_text(text: str, source: str = "<prior>") -> dict:
+    """The entries of a bilby prior file, built without evaluating any code from it.
+
+    Each line ``name = value`` (bilby's format; ``#`` comments and blank lines skipped) is parsed with
+    :mod:`ast` and only literals, the constants of :data:`CONSTANTS`, arithmetic on numbers and calls
+    of bilby prior classes (:func:`prior_classes`) with such arguments are evaluated; anything else
+    (a function call, an import, an attribute of another module) is refused, naming the line.
+
+    Returns
+    -------
+    dict
+        name -> bilby Prior, or float for a fixed value (as bilby's ``PriorDict.from_file``).
+
+    Raises
+    ------
+    PriorError
+        Naming ``source``, the line and why it was refused.
+    """
+    import warnings
+
+    classes = prior_classes()
+    out = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        where = f"prior file '{source}', line {number} ('{line.strip()}')"
+        if not sep or not key.isidentifier():
+            raise PriorError(f"{where}: expected 'name = value'. {_FORMAT}.")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SyntaxWarning)  # LaTeX labels such as '$M_{\odot}$'
+                tree = ast.parse(value, mode="eval")
+        except SyntaxError as exc:
+            raise PriorError(f"{where}: not a valid value ({exc.msg}). {_FORMAT}.") from None
+        try:
+            out[key] = _evaluate(tree.body, classes)
+        except _Refused as exc:
+            raise PriorError(f"{where} was refused: {exc}. {_FORMAT}.") from None
+        if not isinstance(out[key], (int, float)) and type(out[key]).__name__ not in classes:
+            raise PriorError(f"{where}: the value must be a number or a bilby prior. {_FORMAT}.")
+        if isinstance(out[key], bool):
+            raise PriorError(f"{where}: the value must be a number or a bilby prior, not {out[key]}. {_FORMAT}.")
+    return out
+
+
+def load_priors(path: str | Path, approximant: str | None = None, text: str | None = None):
+    """Load and check a bilby prior file, safely (:func:`parse_prior_text`: nothing in it is executed).
 
     Parameters
     ----------
     path : str or Path
-        bilby ``.prior`` file.
+        bilby ``.prior`` file (with ``text``: only the name used in messages).
     approximant : str, optional
         When given, sampled precessing-spin parameters are refused for aligned-spin models.
+    text : str, optional
+        The prior file's content (e.g. stored in a model file); read from ``path`` when omitted.
 
     Returns
     -------
@@ -86,11 +215,15 @@ def load_priors(path: str | Path, approximant: str | None = None):
     import bilby
 
     path = Path(path)
-    if not path.is_file():
-        raise PriorError(f"prior file '{path}' does not exist; set 'priors' in the config to a bilby prior file.")
+    if text is None:
+        if not path.is_file():
+            raise PriorError(f"prior file '{path}' does not exist; set 'priors' in the config to a bilby prior file.")
+        text = path.read_text()
     try:
-        priors = bilby.gw.prior.BBHPriorDict(filename=str(path))
-    except Exception as exc:  # bilby raises many types on malformed files
+        priors = bilby.gw.prior.BBHPriorDict(dictionary=parse_prior_text(text, str(path)))
+    except PriorError:
+        raise
+    except Exception as exc:  # bilby's prior classes raise many types on bad arguments
         inverted = re.search(r"maximum (\S+) <= minimum (\S+) for \w+ prior on (\w+)", str(exc))
         if inverted:
             hi, lo, key = inverted.groups()

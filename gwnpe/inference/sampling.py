@@ -11,7 +11,6 @@ in ``meta_data``.
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import numpy as np
@@ -32,19 +31,12 @@ def model_domain(model) -> FrequencyDomain:
 
 
 def model_priors(model):
-    """bilby priors the model was trained with (``geocent_time`` relative to the trigger); parsed once per model."""
-    import tempfile
-
+    """bilby priors the model was trained with (``geocent_time`` relative to the trigger); parsed once per model,
+    with the same restricted reader as prior files (nothing stored in a model file is executed)."""
     cached = getattr(model, "_gwnpe_priors", None)
-    if cached is not None:
-        return cached
-    with tempfile.NamedTemporaryFile("w", suffix=".prior", delete=False) as f:
-        f.write(model.settings["prior_file"])
-    try:
-        model._gwnpe_priors = load_priors(f.name)
-    finally:
-        os.unlink(f.name)
-    return model._gwnpe_priors
+    if cached is None:
+        model._gwnpe_priors = cached = load_priors("<the prior stored in the model file>", text=model.settings["prior_file"])
+    return cached
 
 
 def _check_inputs(model, strain: dict, psds: dict) -> None:

@@ -53,9 +53,9 @@ def read_provenance(path: str | Path) -> dict | None:
                     break
         return None
     if path.suffix == ".pt":
-        import torch
+        from .model import safe_load
 
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = safe_load(path, what="file")
         return obj.get("provenance") if isinstance(obj, dict) else None
     return None
 

@@ -1,4 +1,11 @@
-"""Model files (``model.pt``) and training checkpoints."""
+"""Model files (``model.pt``) and training checkpoints.
+
+Models are shared between people (a trained network is the product), so a model file holds tensors
+and plain data only (numbers, strings, lists, dicts: the settings that rebuild the model, its
+provenance, its ASDs as tensors) and is read with ``torch.load(..., weights_only=True)``: a file
+that carries any other Python object (a pickle that would run code) is refused, not unpickled.
+Checkpoints are written and read the same way.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +15,62 @@ from pathlib import Path
 from .. import provenance
 from ..errors import ModelError
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2  # 2: numpy arrays stored as tensors, read with weights_only=True
 CHECKPOINT_FORMAT = 1
 
 logger = logging.getLogger(__name__)
 
 
+def safe_load(path: Path, device="cpu", what: str = "model file", fix: str = "rerun the train stage"):
+    """``torch.load`` with ``weights_only=True``: tensors and plain data only, never a pickled object.
+
+    Raises
+    ------
+    ModelError
+        If the file is unreadable or truncated, or holds anything else (naming the file and the fix).
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).split("\n")
+        culprit = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0])
+        raise ModelError(
+            f"{what} '{path}' holds Python objects other than tensors and plain data ({culprit}). gwnpe reads "
+            "model files without running code from them (torch.load weights_only=True), so it refuses this one: "
+            f"it was written by other software or an older gwnpe (model format 1 stored numpy arrays), or was "
+            f"tampered with. Use a model.pt written by the train stage, or {fix}."
+        ) from None
+    except Exception as exc:
+        raise ModelError(
+            f"{what} '{path}' is unreadable or truncated ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"delete it and {fix}, or restore it."
+        ) from exc
+
+
+def _plain(value):
+    """numpy arrays as tensors (what weights_only loading accepts), recursively in dicts and lists."""
+    import numpy as np
+    import torch
+
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
 def save_model(path: str | Path, model, prov: dict, extra: dict | None = None) -> None:
-    """Save weights, the settings that rebuild the model, and provenance (atomically)."""
+    """Save weights, the settings that rebuild the model, and provenance (atomically).
+
+    ``extra`` entries (e.g. the ASDs) may be numpy arrays: they are stored as tensors and
+    :func:`load_model` returns them as numpy arrays in ``model.extra``.
+    """
     import torch
 
     obj = {
@@ -23,7 +78,7 @@ def save_model(path: str | Path, model, prov: dict, extra: dict | None = None) -
         "settings": model.settings,
         "state_dict": model.state_dict(),
         "provenance": prov,
-        **(extra or {}),
+        "extra": _plain(dict(extra or {})),
     }
     with provenance.atomic_output(path) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)  # through a file object, a full disk raises OSError(ENOSPC), not a zip RuntimeError
@@ -45,13 +100,7 @@ def load_model(path: str | Path, device="cpu"):
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file '{path}' does not exist; run the train stage first.")
-    try:
-        obj = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:
-        raise ModelError(
-            f"model file '{path}' is unreadable or truncated ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "delete it and rerun the train stage, or restore it."
-        ) from exc
+    obj = safe_load(path, device)
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise ModelError(
@@ -67,7 +116,7 @@ def load_model(path: str | Path, device="cpu"):
             f"{str(exc).splitlines()[0]}); delete it and rerun the train stage."
         ) from exc
     model.provenance = obj.get("provenance")
-    model.extra = {k: v for k, v in obj.items() if k not in ("state_dict", "settings", "provenance", "format")}
+    model.extra = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else v for k, v in obj.get("extra", {}).items()}
     return model.to(device).eval()
 
 
@@ -81,13 +130,17 @@ def save_checkpoint(path, run_hash: str, epoch: int, model, optimizer, scheduler
 
 
 def load_checkpoint(path, run_hash: str, device="cpu") -> dict | None:
-    """The checkpoint at ``path`` if it exists and belongs to ``run_hash``; else None (a foreign one is named in a warning)."""
+    """The checkpoint at ``path`` if it exists and belongs to ``run_hash``; else None (a foreign one is named in a warning).
+
+    Raises
+    ------
+    ModelError
+        If the file holds anything but tensors and plain data (see :func:`safe_load`).
+    """
     path = Path(path)
     if not path.is_file():
         return None
-    import torch
-
-    ck = torch.load(path, map_location=device, weights_only=False)
+    ck = safe_load(path, device, what="checkpoint", fix="delete the checkpoint to train from the start")
     if ck.get("format") == CHECKPOINT_FORMAT and ck.get("run_hash") == run_hash:
         return ck
     logger.warning("ignoring checkpoint '%s': it belongs to other settings or inputs", path)
