@@ -183,6 +183,16 @@ def parse_prior_text(text: str, source: str = "<prior>") -> dict:
             out[key] = _evaluate(tree.body, classes)
         except _Refused as exc:
             raise PriorError(f"{where} was refused: {exc}. {_FORMAT}.") from None
+        except Exception as exc:  # a bilby prior class refused its arguments
+            inverted = re.search(r"maximum (\S+) <= minimum (\S+) for \w+ prior on (\w+)", str(exc))
+            if inverted:
+                hi, lo, name = inverted.groups()
+                raise PriorError(
+                    f"prior on '{name}' in '{source}' (line {number}) has an empty or inverted range: minimum={lo} >= "
+                    f"maximum={hi}. Make minimum < maximum, or fix '{name}' to a single value (e.g. '{name} = {lo}')."
+                ) from None
+            raise PriorError(f"{where}: bilby refused the arguments ({type(exc).__name__}: {exc}). Fix that line; "
+                             f"{_FORMAT}.") from None
         if not isinstance(out[key], (int, float)) and type(out[key]).__name__ not in classes:
             raise PriorError(f"{where}: the value must be a number or a bilby prior. {_FORMAT}.")
         if isinstance(out[key], bool):
@@ -219,22 +229,12 @@ def load_priors(path: str | Path, approximant: str | None = None, text: str | No
         if not path.is_file():
             raise PriorError(f"prior file '{path}' does not exist; set 'priors' in the config to a bilby prior file.")
         text = path.read_text()
+    entries = parse_prior_text(text, str(path))
     try:
-        priors = bilby.gw.prior.BBHPriorDict(dictionary=parse_prior_text(text, str(path)))
-    except PriorError:
-        raise
-    except Exception as exc:  # bilby's prior classes raise many types on bad arguments
-        inverted = re.search(r"maximum (\S+) <= minimum (\S+) for \w+ prior on (\w+)", str(exc))
-        if inverted:
-            hi, lo, key = inverted.groups()
-            raise PriorError(
-                f"prior on '{key}' in '{path}' has an empty or inverted range: minimum={lo} >= maximum={hi}. "
-                f"Make minimum < maximum, or fix '{key}' to a single value (e.g. '{key} = {lo}')."
-            ) from exc
-        raise PriorError(
-            f"prior file '{path}' could not be read by bilby: {type(exc).__name__}: {exc}. Fix that line; each "
-            "line is 'name = bilby.<module>.<Prior>(...)' or 'name = value' (see config/priors/default.prior)."
-        ) from exc
+        priors = bilby.gw.prior.BBHPriorDict(dictionary=entries)
+    except Exception as exc:  # noqa: BLE001 - bilby raises many types
+        raise PriorError(f"prior file '{path}' could not be turned into a bilby prior ({type(exc).__name__}: {exc}). "
+                         f"{_FORMAT}.") from exc
 
     unknown = [k for k, p in priors.items() if not _is_constraint(p) and k not in KNOWN_PARAMETERS]
     if unknown:
