@@ -2,6 +2,7 @@
 
 ``gwnpe ls FILE``      print the settings, inputs and package versions stored in an output
 ``gwnpe sample ...``   draw posterior samples for detector strain with a trained model
+``gwnpe jsd A B``      per-parameter Jensen-Shannon divergences of two posterior files
 """
 
 from __future__ import annotations
@@ -153,6 +154,25 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_jsd(args) -> int:
+    from .diagnostics.comparison import posterior_jsd
+    from .errors import ComparisonError
+    from .products.results import read_result
+
+    a, b = read_result(args.a, "first", ComparisonError), read_result(args.b, "second", ComparisonError)
+    rows = posterior_jsd(a, b, args.parameters, n_bootstrap=args.bootstrap, seed=args.seed,
+                         weights_a=not args.no_weights, weights_b=not args.no_weights)
+    print(f"Jensen-Shannon divergence [nat] of {args.a} (A) and {args.b} (B); error: bootstrap std over {args.bootstrap}")
+    print(f"{'parameter':<22}{'JSD [nat]':>12}{'error':>12}{'n_eff A':>10}{'n_eff B':>10}")
+    for r in rows:
+        print(f"{r['parameter']:<22}{r['jsd']:>12.5f}{r['jsd_err']:>12.5f}{r['n_eff_a']:>10.0f}{r['n_eff_b']:>10.0f}")
+    if args.csv:
+        from .products.common import write_csv
+
+        write_csv(args.csv, list(rows[0]), [list(r.values()) for r in rows])
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gwnpe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,6 +198,15 @@ def main(argv=None) -> int:
     sp.add_argument("--approximant", help="waveform model for --importance-sampling (default: the model's)")
     sp.add_argument("--reference-frequency", type=float, help="[Hz] for --importance-sampling (default: the model's)")
     sp.set_defaults(func=cmd_sample)
+    jp = sub.add_parser("jsd", help="per-parameter Jensen-Shannon divergences [nat] of two posterior files (bilby Results)")
+    jp.add_argument("a", help="posterior file (bilby Result; its 'weights' column is used when present)")
+    jp.add_argument("b", help="posterior file to compare with (e.g. a bilby + dynesty reference)")
+    jp.add_argument("--parameters", nargs="+", help="parameters (default: A's search parameters that B holds)")
+    jp.add_argument("--bootstrap", type=int, default=50, help="bootstrap resamplings for the error (default 50)")
+    jp.add_argument("--seed", type=int, default=0)
+    jp.add_argument("--no-weights", action="store_true", help="ignore 'weights' columns (e.g. NPE before importance sampling)")
+    jp.add_argument("--csv", help="also write the table to this CSV file")
+    jp.set_defaults(func=cmd_jsd)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -26,6 +26,22 @@ logger = logging.getLogger(__name__)
 
 #: Below this sample efficiency the weighted posterior and the evidence are flagged as unreliable.
 LOW_EFFICIENCY = 0.01
+#: Above this Pareto k-hat of the weights, the importance-sampling estimates are unreliable (Vehtari et al. 2024).
+PARETO_K_MAX = 0.7
+
+
+def pareto_k(log_weights: np.ndarray) -> float:
+    """Pareto k-hat of the weights' tail (PSIS, :func:`arviz.psislw`): the diagnostic of whether the
+    importance-sampling estimates can be trusted (<= 0.7) whatever the ESS says. Only finite log
+    weights take part; the weights themselves are not smoothed. nan when too few are finite."""
+    import arviz
+
+    finite = np.asarray(log_weights, float)
+    finite = finite[np.isfinite(finite)]
+    if len(finite) < 5:
+        return float("nan")
+    _, khat = arviz.psislw(finite - finite.max())
+    return float(khat)
 
 
 def importance_weights(log_likelihood: np.ndarray, log_prior: np.ndarray, log_q: np.ndarray,
@@ -44,7 +60,9 @@ def importance_weights(log_likelihood: np.ndarray, log_prior: np.ndarray, log_q:
     Returns
     -------
     dict with ``weights`` (normalised to mean 1 over the n samples), ``log_weights`` (unnormalised),
-    ``ess``, ``efficiency`` (ESS / n), ``log_evidence`` and ``log_evidence_err``.
+    ``ess``, ``efficiency`` (ESS / n), ``pareto_k`` (:func:`pareto_k`), ``log_evidence`` and
+    ``log_evidence_err`` (the delta-method error: honest for a good proposal, an underestimate for
+    heavy-tailed weights; trust it only when ESS >= 100 and ``pareto_k`` <= 0.7).
     """
     log_w = np.asarray(log_likelihood, float) + np.asarray(log_prior, float) - np.asarray(log_q, float)
     n = len(log_w)
@@ -64,7 +82,8 @@ def importance_weights(log_likelihood: np.ndarray, log_prior: np.ndarray, log_q:
     eff_drawn = ess / n_drawn
     log_z_err = float(np.sqrt(max(1.0 - eff_drawn, 0.0) / (n_drawn * eff_drawn)))
     return {"weights": w * n, "log_weights": log_w, "ess": float(ess), "efficiency": float(eff),
-            "log_evidence": float(log_z), "log_evidence_err": log_z_err, "n": n, "n_drawn": n_drawn}
+            "pareto_k": pareto_k(log_w), "log_evidence": float(log_z), "log_evidence_err": log_z_err, "n": n,
+            "n_drawn": n_drawn}
 
 
 def warn_if_inefficient(result: dict, what: str = "") -> None:
@@ -82,8 +101,8 @@ def importance_result_fields(res: dict) -> tuple[dict, dict, dict]:
     evidence fields, and the summary stored in its meta data."""
     columns = {k: res[k] for k in ("weights", "log_likelihood", "log_prior")}
     evidence = {k: res[k] for k in ("log_evidence", "log_evidence_err", "log_noise_evidence", "log_bayes_factor")}
-    summary = {k: res[k] for k in ("ess", "efficiency", "log_evidence", "log_evidence_err", "log_noise_evidence",
-                                   "log_bayes_factor", "n", "n_drawn", "time")}
+    summary = {k: res[k] for k in ("ess", "efficiency", "pareto_k", "log_evidence", "log_evidence_err",
+                                   "log_noise_evidence", "log_bayes_factor", "n", "n_drawn", "time")}
     return columns, evidence, summary
 
 

@@ -42,8 +42,9 @@ def run_compare_stage(settings: dict, *, indices: list[int], bilby_paths: list, 
         per[str(i)] = c
     jsd = pd.DataFrame(rows)
     agg = aggregate(per, jsd, indices)
-    summary = {"aggregate": agg, "per_injection": per, "estimator": "binned Gaussian KDE, Scott bandwidth, nats; "
-               "error = bootstrap standard deviation (gwnpe.diagnostics.jsd)",
+    summary = {"aggregate": agg, "per_injection": per, "estimator": "binned Gaussian KDE with one Scott bandwidth for both sets (robust scale), periodic "
+               "parameters wrapped, bounded ones reflected at the prior edges, nats; error = bootstrap standard "
+               "deviation (gwnpe.diagnostics.jsd)",
                "provenance": make_provenance("compare", stage_settings(settings, "compare"))}
     out_dir = Path(out_dir)
     write_table(out_dir / "jsd.csv", jsd, index=False, float_format="%.6g")
@@ -53,13 +54,17 @@ def run_compare_stage(settings: dict, *, indices: list[int], bilby_paths: list, 
     times = pd.DataFrame([{"injection": int(i), "network SNR": c["snr"]["network_optimal"],
                            "bilby [s]": c["bilby"]["sampling_time_s"], "NPE [s]": c["npe"]["time_s"],
                            "NPE+IS [s]": c["npe_is"]["time_s"], "bilby/NPE": c["time_ratio_npe"],
-                           "bilby/(NPE+IS)": c["time_ratio_npe_is"], "bilby likelihood calls": c["bilby"]["likelihood_calls"]}
+                           "bilby/(NPE+IS)": c["time_ratio_npe_is"],
+                           "bilby [s per effective sample]": c["seconds_per_effective_sample"]["bilby"],
+                           "NPE+IS [s per effective sample]": c["seconds_per_effective_sample"]["npe_is"],
+                           "bilby likelihood calls": c["bilby"]["likelihood_calls"]}
                           for i, c in per.items()])
     write_table(out_dir / "times.csv", times, index=False, float_format="%.4g")
     ev = pd.DataFrame([{"injection": int(i), "log BF dynesty": c["bilby"]["log_bayes_factor"],
                         "err dynesty": c["bilby"]["log_bayes_factor_err"], "log BF NPE+IS": c["npe_is"]["log_bayes_factor"],
                         "err NPE+IS": c["npe_is"]["log_bayes_factor_err"], "difference [sigma]": c["log_bayes_factor_difference_sigma"],
-                        "IS efficiency": c["npe_is"]["efficiency"], "IS ESS": c["npe_is"]["ess"]} for i, c in per.items()])
+                        "verdict": c["evidence_verdict"], "IS efficiency": c["npe_is"]["efficiency"],
+                        "IS ESS": c["npe_is"]["ess"], "IS Pareto k-hat": c["npe_is"]["pareto_k"]} for i, c in per.items()])
     write_table(out_dir / "evidence.csv", ev, index=False, float_format="%.4g")
     write_json(out_dir / "summary.json", summary, newline=True, indent=2, default=float)
     logger.info("comparison of %d injections: max JSD NPE %.4f / NPE+IS %.4f nat; median IS efficiency %.1f%%; "
