@@ -17,6 +17,8 @@ rule bilby:
     benchmark:
         benchmarks("bilby/injection_{i}.tsv")
     threads: 2
+    # the NPE stages first: a reference run takes the cores for a long time, and training should not wait for it
+    priority: -10
     resources:
         runtime=240,
     conda:

@@ -87,6 +87,7 @@ def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, th
         likelihood=likelihood, priors=priors, sampler="dynesty", outdir=str(workdir), label="dynesty",
         nlive=s["nlive"], sample=s["sample"], naccept=s["naccept"], dlogz=s["dlogz"], npool=max(1, int(threads)),
         maxcall=s["max_calls"], check_point_delta_t=s["checkpoint_interval"], seed=run_seed, resume=True,
+        check_point_plot=False,  # trace plots at every checkpoint cost more than the sampling between them
         injection_parameters=truth, plot=False, save="hdf5", print_method="interval-60",
     )
     wall = time.perf_counter() - t0
