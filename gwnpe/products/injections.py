@@ -77,6 +77,17 @@ class Injections:
         }
 
 
+def load_event(path, index: int, error: type[Exception] = InjectionError) -> dict:
+    """Injection ``index`` of ``injections.h5`` (:meth:`Injections.event`); an index beyond the campaign
+    raises ``error`` naming the file and the valid range."""
+    try:
+        return load_injections(path).event(index, path)
+    except InjectionError as exc:
+        if error is InjectionError:
+            raise
+        raise error(str(exc)) from None
+
+
 def write_injections(path, inj: Injections, prov: dict) -> None:
     """Layout: ``parameters/<name>``, ``frequencies``, ``strain/<ifo>``, ``psd/<ifo>``, ``snr/<name>``,
     attributes ``start_time``, ``trigger_time``, ``failures`` (JSON) and the provenance."""

@@ -17,23 +17,16 @@ import time
 from pathlib import Path
 
 from .. import provenance
-from ..errors import ComparisonError, InjectionError
+from ..errors import ComparisonError
 from ..gw.domain import build_domain
 from ..gw.likelihood import build_likelihood
 from ..gw.priors import injected_parameters, load_priors, sampled_keys, to_absolute_time
 from ..products.common import make_provenance
-from ..products.injections import load_injections
+from ..products.injections import load_event
 from ..products.results import write_result
 from .settings import stage_settings
 
 logger = logging.getLogger(__name__)
-
-
-def _injection(injections_path, index: int) -> dict:
-    try:
-        return load_injections(injections_path).event(index, injections_path)
-    except InjectionError as exc:
-        raise ComparisonError(str(exc)) from None
 
 
 def _settings_hash(obj) -> str:
@@ -50,7 +43,7 @@ def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, th
     from bilby.gw.conversion import generate_mass_parameters
 
     cmp = settings["comparison"]
-    inj = _injection(injections_path, index)
+    inj = load_event(injections_path, index, ComparisonError)
     priors_rel = load_priors(settings["priors"], approximant=settings["waveform"]["approximant"])
     priors = to_absolute_time(priors_rel, settings["trigger_time"])
     truth = injected_parameters(priors_rel, inj["parameters"], settings["trigger_time"])

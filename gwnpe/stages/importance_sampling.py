@@ -6,24 +6,17 @@ from __future__ import annotations
 import logging
 
 from .. import provenance
-from ..errors import ComparisonError, InjectionError
+from ..errors import ComparisonError
 from ..gw.priors import injected_parameters
 from ..inference.importance_sampling import importance_result_fields, importance_sample, warn_if_inefficient
 from ..inference.sampling import check_model_parameters, model_priors, sample_posterior
 from ..products.common import make_provenance
-from ..products.injections import load_injections
+from ..products.injections import load_event
 from ..products.model import load_model
 from ..products.results import save_result
 from .settings import stage_settings
 
 logger = logging.getLogger(__name__)
-
-
-def _injection(injections_path, index: int) -> dict:
-    try:
-        return load_injections(injections_path).event(index, injections_path)
-    except InjectionError as exc:
-        raise ComparisonError(str(exc)) from None
 
 
 def run_importance_sampling_stage(settings: dict, *, model_path, injections_path, index: int, out_path,
@@ -39,7 +32,7 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
 
     torch.set_num_threads(max(1, int(threads)))
     cmp = settings["comparison"]
-    inj = _injection(injections_path, index)
+    inj = load_event(injections_path, index, ComparisonError)
     model = load_model(model_path, device=device)
     check_model_parameters(model, inj["parameters"], injections_path)
     seed = int(settings["seed"]) * 1000 + index

@@ -83,13 +83,13 @@ def two_d(tmp_path_factory):
 
 def _prior_importance_sampling(cfg, injections, n=20000, seed=0):
     """Independent answer: prior samples weighted by the exact likelihood (proposal = prior)."""
-    from gwnpe.stages.bilby import _injection
+    from gwnpe.products.injections import load_event
     from gwnpe.gw.domain import build_domain
     from gwnpe.gw.likelihood import build_likelihood, log_likelihood_ratios
     from gwnpe.gw.priors import draw, fixed_parameters, load_priors
 
     priors = load_priors(cfg["priors"])
-    inj = _injection(injections, 0)
+    inj = load_event(injections, 0)
     like = build_likelihood(build_domain(cfg), inj["strain"], inj["psd"], inj["start_time"],
                             cfg["waveform"]["approximant"], cfg["waveform"]["reference_frequency"])
     theta = draw(priors, ["chirp_mass", "mass_ratio"], n, np.random.default_rng(seed))
