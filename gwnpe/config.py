@@ -207,6 +207,11 @@ def check_consistency(config: dict) -> None:
             f"psd.strain_files names {', '.join(sorted(extra))}, which is not in detectors "
             f"{config['detectors']}. Remove that entry from psd.strain_files, or add the detector to detectors."
         )
+    if psd["strain_files"] and psd["source"] != "files":
+        raise ConfigError(
+            f"psd.strain_files is set ({', '.join(sorted(psd['strain_files']))}) but psd.source is '{psd['source']}', so "
+            "the files would be ignored. Set psd.source: files to estimate the PSDs from them, or remove psd.strain_files."
+        )
     if isinstance(psd["noise_curve"], dict):
         missing = [ifo for ifo in config["detectors"] if ifo not in psd["noise_curve"]]
         if missing:

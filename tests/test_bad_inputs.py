@@ -117,6 +117,13 @@ def _truncate(src: Path, dst: Path, fraction: float = 0.5) -> Path:
 # ----------------------------------------------------------------------------- config
 
 
+def _short_curve(folder):
+    """An ASD file covering 10-100 Hz only (the band is 20-256 Hz)."""
+    path = folder / "short_curve.txt"
+    np.savetxt(path, np.c_[np.linspace(10, 100, 50), np.full(50, 1e-23)])
+    return path
+
+
 CONFIG_CASES = [
     pytest.param(lambda c, d: c["domain"].update(fmax=200.0), ConfigError,
                  ["unknown config key 'domain.fmax'", "did you mean 'domain.f_max'?", "Remove or rename it"],
@@ -168,6 +175,23 @@ CONFIG_CASES = [
     pytest.param(lambda c, d: c["psd"].update(strain_files={"H1": "a.hdf5", "L1": "b.hdf5", "V1": "c.hdf5"}),
                  ConfigError, ["psd.strain_files names V1", "Remove that entry", "add the detector to detectors"],
                  id="config-strain-file-for-detector-not-analysed"),
+    pytest.param(lambda c, d: c["psd"].update(strain_files={"H1": "a.hdf5", "L1": "b.hdf5"}), ConfigError,
+                 ["psd.strain_files is set", "psd.source is 'simulated'", "would be ignored", "Set psd.source: files",
+                  "remove psd.strain_files"],
+                 id="config-strain-files-with-simulated-source"),
+    pytest.param(lambda c, d: c["psd"].update(noise_curve=str(_short_curve(d))), ConfigError,
+                 ["short_curve.txt", "(H1) covers 20-100 Hz of the analysis band 20-256 Hz", "no simulated noise",
+                  "covers domain.f_min to domain.f_max"],
+                 id="config-noise-curve-does-not-cover-the-band"),
+    pytest.param(lambda c, d: c["psd"].update(noise_curve="aLIGO_O4_hihg_asd.txt"), ConfigError,
+                 ["aLIGO_O4_hihg_asd.txt", "neither an existing file nor a bilby curve", "aLIGO_O4_high_asd.txt"],
+                 id="config-misspelt-noise-curve-before-any-job"),
+    pytest.param(lambda c, d: c["psd"].update(noise_curve=str(REPO / "README.md")), ConfigError,
+                 ["README.md", "not a two-column text file"],
+                 id="config-noise-curve-not-a-curve-before-any-job"),
+    pytest.param(lambda c, d: c.update(run=".."), ConfigError,
+                 ["'run'", "'..'", "plain folder name", "results/{run}/"],
+                 id="config-run-name-outside-results"),
     pytest.param(lambda c, d: c["psd"].update(noise_curve={"H1": "aLIGO_O4_high_asd.txt"}), ConfigError,
                  ["psd.noise_curve", "no curve for L1", "'L1: <curve>'"],
                  id="config-noise-curve-mapping-misses-detector"),
@@ -241,6 +265,16 @@ PRIOR_CASES = [
                  .replace("tilt_1 = 0.0", "tilt_1 = Sine(name='tilt_1')"),
                  ["samples tilt_1", "IMRPhenomD is an aligned-spin approximant", "choose a precessing approximant"],
                  id="prior-precessing-spin-with-aligned-approximant"),
+    pytest.param(_replace("minimum=-0.1, maximum=0.1", "minimum=2.5, maximum=3.0"),
+                 ["geocent_time in [2.5, 3] s", "relative to trigger_time", "spans [-2, 2] s", "outside the data",
+                  "Uniform(minimum=-0.1, maximum=0.1)"],
+                 id="prior-geocent-time-after-the-segment"),
+    pytest.param(_replace("minimum=-0.1, maximum=0.1", "minimum=1187008882.3, maximum=1187008882.5"),
+                 ["looks like an absolute GPS time", "relative to trigger_time", "outside the data"],
+                 id="prior-geocent-time-absolute-gps"),
+    pytest.param(_replace("maximum=40.0, unit", "maximum=[40.0][0], unit"),
+                 ["line 3", "Prior files are data"],
+                 id="prior-list-value-refused"),
     pytest.param(lambda t: t + "mass_1 = Constraint(name='mass_1', minimum=500, maximum=600)\n",
                  ["mass_1 in [500, 600]", "reject all of", "prior volume is empty", "Widen the Constraint ranges"],
                  id="prior-constraint-rejects-every-draw"),

@@ -393,12 +393,17 @@ def to_absolute_time(priors, trigger_time: float):
     return out
 
 
-def geocent_time_bound(priors) -> float:
-    """Largest |geocent_time| [s] (relative to the trigger) that the prior allows."""
+def geocent_time_range(priors) -> tuple[float, float]:
+    """Smallest and largest geocent_time [s] (relative to the trigger) that the prior allows."""
     p = priors.get("geocent_time", 0.0)
     if isinstance(p, (int, float)):
-        return abs(float(p))
-    return float(max(abs(getattr(p, "minimum", getattr(p, "peak", 0.0))), abs(getattr(p, "maximum", getattr(p, "peak", 0.0)))))
+        return float(p), float(p)
+    return (float(getattr(p, "minimum", getattr(p, "peak", 0.0))), float(getattr(p, "maximum", getattr(p, "peak", 0.0))))
+
+
+def geocent_time_bound(priors) -> float:
+    """Largest |geocent_time| [s] (relative to the trigger) that the prior allows."""
+    return max(abs(t) for t in geocent_time_range(priors))
 
 
 def injected_parameters(priors, parameters: dict, trigger_time: float) -> dict:

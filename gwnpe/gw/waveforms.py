@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError, WaveformError, WaveformFailure
+from ..errors import ConfigError, PriorError, WaveformError, WaveformFailure
 from .domain import FrequencyDomain, build_domain
-from .priors import MASS_PARAMETERS, _is_constraint, _is_fixed, draw, fixed_parameters, geocent_time_bound
+from .priors import MASS_PARAMETERS, _is_constraint, _is_fixed, draw, fixed_parameters, geocent_time_range
 
 logger = logging.getLogger(__name__)
 
@@ -281,10 +281,11 @@ def max_failures(fraction: float, n: int) -> int:
 def check_signal_duration(settings: dict, priors) -> None:
     """Refuse a segment too short for the longest signal of the prior.
 
-    The part of the segment before the trigger, ``domain.duration - domain.post_trigger_duration``,
-    must hold the longest inspiral from ``domain.f_min`` that the prior's mass ranges allow
-    (TaylorF2 chirp time, see :func:`longest_inspiral`) plus the largest
-    ``geocent_time`` offset; otherwise frequency-domain waveforms wrap around the segment.
+    The prior's ``geocent_time`` range (relative to the trigger) must lie inside the segment, and the part
+    of the segment before the trigger, ``domain.duration - domain.post_trigger_duration``, must hold the
+    longest inspiral from ``domain.f_min`` that the prior's mass ranges allow (TaylorF2 chirp time, see
+    :func:`longest_inspiral`) ending at the earliest merger; otherwise frequency-domain waveforms wrap
+    around the segment.
 
     Parameters
     ----------
@@ -295,25 +296,39 @@ def check_signal_duration(settings: dict, priors) -> None:
 
     Raises
     ------
+    PriorError
+        When geocent_time's range leaves the segment (naming the range, the segment and the fix).
     ConfigError
-        Naming the durations, the binary and the settings to change.
+        When the segment is too short: naming the durations, the binary and the settings to change.
     """
     dom = settings["domain"]
     f_min = float(dom["f_min"])
+    post = float(dom["post_trigger_duration"])
+    before = float(dom["duration"]) - post
+    t_lo, t_hi = geocent_time_range(priors)
+    source = f"'{settings.get('priors')}'"
+    if t_hi >= post or t_lo <= -before:
+        gps = " (it looks like an absolute GPS time)" if max(abs(t_lo), abs(t_hi)) > 1e8 else ""
+        raise PriorError(
+            f"the prior {source} puts geocent_time in [{t_lo:g}, {t_hi:g}] s{gps}, but geocent_time is relative to "
+            f"trigger_time and the analysed segment spans [-{before:g}, {post:g}] s around it (domain.duration = "
+            f"{dom['duration']} s, domain.post_trigger_duration = {post:g} s): mergers would lie outside the data. "
+            f"Give geocent_time a range inside the segment, e.g. Uniform(minimum=-0.1, maximum=0.1), or move the "
+            "segment (trigger_time, domain.post_trigger_duration)."
+        )
     found = longest_inspiral(priors, f_min)
     if found is None:
         return
     seconds, m1, m2 = found
-    offset = geocent_time_bound(priors)
-    before = float(dom["duration"]) - float(dom["post_trigger_duration"])
-    needed = seconds + offset
+    earliest = max(0.0, -t_lo)  # the earliest merger, before the trigger, needs this much more inspiral before it
+    needed = seconds + earliest
     if needed > before:
-        duration = needed + float(dom["post_trigger_duration"])
+        duration = needed + post
         raise ConfigError(
-            f"domain.duration - domain.post_trigger_duration = {dom['duration']} - {dom['post_trigger_duration']} "
+            f"domain.duration - domain.post_trigger_duration = {dom['duration']} - {post:g} "
             f"= {before:g} s before the trigger is shorter than the longest signal of the prior "
-            f"'{settings.get('priors')}': from domain.f_min = {f_min:g} Hz a binary of {m1:.3g} + {m2:.3g} Msun "
-            f"lasts {seconds:.3g} s, plus {offset:g} s of geocent_time offset. Its waveform would wrap around the "
-            f"segment. Raise domain.duration to at least {duration:.3g} s (e.g. {2 ** math.ceil(math.log2(duration)):g} s), "
-            "raise domain.f_min, or raise the prior's lower mass bound."
+            f"{source}: from domain.f_min = {f_min:g} Hz a binary of {m1:.3g} + {m2:.3g} Msun "
+            f"lasts {seconds:.3g} s, and the earliest merger is {earliest:g} s before the trigger. Its waveform would "
+            f"wrap around the segment. Raise domain.duration to at least {duration:.3g} s (e.g. "
+            f"{2 ** math.ceil(math.log2(duration)):g} s), raise domain.f_min, or raise the prior's lower mass bound."
         )

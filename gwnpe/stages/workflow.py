@@ -6,7 +6,7 @@ imported here)."""
 from __future__ import annotations
 
 from ..config import read_config, validate_config
-from ..errors import ComparisonError
+from ..errors import ComparisonError, ConfigError
 
 
 def check_config(config: dict) -> dict:
@@ -19,7 +19,38 @@ def check_config(config: dict) -> dict:
     validate_config(config)
     priors = load_priors(config["priors"], approximant=config["waveform"]["approximant"])
     check_signal_duration(config, priors)
+    check_noise_curves(config)
     return config
+
+
+def check_noise_curves(config: dict) -> None:
+    """Every configured noise curve can be read, and, where it simulates the noise (``psd.source:
+    simulated``), covers the analysis band with finite positive values.
+
+    Raises
+    ------
+    ConfigError
+        Naming the curve, the detector, the band it covers and the fix.
+    """
+    import numpy as np
+
+    from ..gw.domain import build_domain
+    from ..gw.noise import load_noise_curve
+
+    curve = config["psd"]["noise_curve"]
+    band = build_domain(config).frequencies
+    for ifo in config["detectors"]:
+        name = curve[ifo] if isinstance(curve, dict) else curve
+        psd = load_noise_curve(name, band)
+        bad = ~(np.isfinite(psd) & (psd > 0))
+        if config["psd"]["source"] == "simulated" and bad.any():
+            ok = band[~bad]
+            covered = f"{ok[0]:g}-{ok[-1]:g} Hz" if ok.size else "none of it"
+            raise ConfigError(
+                f"psd.noise_curve '{name}' ({ifo}) covers {covered} of the analysis band {band[0]:g}-{band[-1]:g} Hz: "
+                f"{int(bad.sum())} of {band.size} band bins would get no simulated noise, and whitening would amplify "
+                "them enormously. Use a curve that covers domain.f_min to domain.f_max, or restrict the band."
+            )
 
 
 def load_config(path) -> dict:
