@@ -107,3 +107,14 @@ def test_the_settings_table_is_imported_by_nothing_but_stages():
     """Stage modules reach the config through the settings table; no library module does."""
     users = sorted(m for m, deps in GRAPH.items() if "gwnpe.stages.settings" in deps)
     assert users and all(m.startswith("gwnpe.stages.") for m in users), users
+
+
+@pytest.mark.parametrize("stage", ["psd", "bank", "svd", "training_set", "injections", "bilby"])
+def test_data_stages_do_not_run_network_or_inference_code(stage):
+    """An edit of the network or the inference code must not rerun the (expensive) data stages or the reference
+    sampler: their code hashes cover only what they import (a file helper importing the model loader once pulled
+    the network into every stage's hash)."""
+    from gwnpe.stages.settings import STAGES
+
+    closure = module_closure(STAGES[stage].module)
+    assert not [m for m in closure if m.startswith(("gwnpe.nn", "gwnpe.inference"))], closure

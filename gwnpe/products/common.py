@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from .. import provenance
+from ..errors import ModelError
 
 
 @contextlib.contextmanager
@@ -53,8 +54,6 @@ def read_provenance(path: str | Path) -> dict | None:
                     break
         return None
     if path.suffix == ".pt":
-        from .model import safe_load
-
         obj = safe_load(path, what="file")
         return obj.get("provenance") if isinstance(obj, dict) else None
     return None
@@ -136,3 +135,33 @@ def save_figure(fig, path, dpi: int) -> None:
             fig.savefig(tmp, format="png", dpi=dpi)
     finally:
         plt.close(fig)
+
+
+def safe_load(path: Path, device="cpu", what: str = "model file", fix: str = "rerun the train stage"):
+    """``torch.load`` with ``weights_only=True``: tensors and plain data only, never a pickled object.
+
+    Raises
+    ------
+    ModelError
+        If the file is unreadable or truncated, or holds anything else (naming the file and the fix).
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).split("\n")
+        culprit = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0])
+        raise ModelError(
+            f"{what} '{path}' holds Python objects other than tensors and plain data ({culprit}). gwnpe reads "
+            "model files without running code from them (torch.load weights_only=True), so it refuses this one: "
+            f"it was written by other software or an older gwnpe (model format 1 stored numpy arrays), or was "
+            f"tampered with. Use a model.pt written by the train stage, or {fix}."
+        ) from None
+    except Exception as exc:
+        raise ModelError(
+            f"{what} '{path}' is unreadable or truncated ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"delete it and {fix}, or restore it."
+        ) from exc

@@ -14,41 +14,12 @@ from pathlib import Path
 
 from .. import provenance
 from ..errors import ModelError
+from .common import safe_load
 
 MODEL_FORMAT = 2  # 2: numpy arrays stored as tensors, read with weights_only=True
 CHECKPOINT_FORMAT = 1
 
 logger = logging.getLogger(__name__)
-
-
-def safe_load(path: Path, device="cpu", what: str = "model file", fix: str = "rerun the train stage"):
-    """``torch.load`` with ``weights_only=True``: tensors and plain data only, never a pickled object.
-
-    Raises
-    ------
-    ModelError
-        If the file is unreadable or truncated, or holds anything else (naming the file and the fix).
-    """
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = str(exc).split("\n")
-        culprit = next((line.strip() for line in detail if "GLOBAL" in line or "Unsupported" in line), detail[0])
-        raise ModelError(
-            f"{what} '{path}' holds Python objects other than tensors and plain data ({culprit}). gwnpe reads "
-            "model files without running code from them (torch.load weights_only=True), so it refuses this one: "
-            f"it was written by other software or an older gwnpe (model format 1 stored numpy arrays), or was "
-            f"tampered with. Use a model.pt written by the train stage, or {fix}."
-        ) from None
-    except Exception as exc:
-        raise ModelError(
-            f"{what} '{path}' is unreadable or truncated ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            f"delete it and {fix}, or restore it."
-        ) from exc
 
 
 def _plain(value):
