@@ -38,6 +38,7 @@ def main() -> None:
     from gwnpe.nn.model import build_model
     from gwnpe.gw.priors import load_priors, sampled_keys
     from gwnpe.products.psd import psd_on_domain
+    from gwnpe.products.training_set import load_training_set
     from gwnpe.products.basis import load_basis
     from gwnpe.nn.training import prior_standardisation
 
@@ -64,7 +65,8 @@ def main() -> None:
     asds = np.sqrt([psd_on_domain(p["psds"][i], dom) for i in cfg["detectors"]])
     priors = load_priors(cfg["priors"])
     names = sampled_keys(priors)
-    data = TrainingData(p["training_set"])
+    ts = load_training_set(p["training_set"])
+    data = TrainingData(ts.parameters, ts.h_plus, ts.h_cross)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for dev in devices:
