@@ -272,6 +272,25 @@ PRIOR_CASES = [
     pytest.param(_replace("minimum=-0.1, maximum=0.1", "minimum=1187008882.3, maximum=1187008882.5"),
                  ["looks like an absolute GPS time", "relative to trigger_time", "outside the data"],
                  id="prior-geocent-time-absolute-gps"),
+    pytest.param(_replace("minimum=100.0, maximum=2000.0", "minimum=-100.0, maximum=2000.0"),
+                 ["'luminosity_distance'", "[-100, 2000]", "physical range (0, inf]", "positive",
+                  "Give 'luminosity_distance' a prior inside that range"],
+                 id="prior-negative-distance-minimum"),
+    pytest.param(_replace("luminosity_distance = bilby.core.prior.PowerLaw(alpha=2, name='luminosity_distance', "
+                          "minimum=100.0, maximum=2000.0, unit='Mpc')", "luminosity_distance = -400.0"),
+                 ["'luminosity_distance'", "the fixed value -400", "positive"],
+                 id="prior-fixed-negative-distance"),
+    pytest.param(_replace("dec = bilby.core.prior.Cosine(name='dec')",
+                          "dec = bilby.core.prior.Uniform(name='dec', minimum=-2.0, maximum=2.0)"),
+                 ["'dec'", "[-2, 2]", "[-1.5708, 1.5708]", "declination"],
+                 id="prior-declination-outside-its-range"),
+    pytest.param(_replace("theta_jn = bilby.core.prior.Sine(name='theta_jn')",
+                          "theta_jn = bilby.core.prior.Uniform(name='theta_jn', minimum=0.0, maximum=4.0)"),
+                 ["'theta_jn'", "[0, 4]", "[0, 3.14159]", "inclination"],
+                 id="prior-inclination-outside-its-range"),
+    pytest.param(_replace("minimum=0.0, maximum=np.pi, boundary='periodic')", "minimum=0.0, maximum=10.0, boundary='periodic')"),
+                 ["'psi'", "[0, 10]", "pi-periodic", "one period"],
+                 id="prior-psi-over-several-periods"),
     pytest.param(_replace("maximum=40.0, unit", "maximum=[40.0][0], unit"),
                  ["line 3", "Prior files are data"],
                  id="prior-list-value-refused"),
@@ -292,6 +311,55 @@ def test_prior(edit, needles, tmp_path):
     with pytest.raises(PriorError) as info:
         check_config(raw)
     assert_names(info, str(prior), *needles)
+
+
+# ----------------------------------------------------------------------------- injection files
+
+
+_INJ_HEADER = "chirp_mass,mass_ratio,luminosity_distance,theta_jn,phase,geocent_time,ra,dec,psi"
+_INJ_ROW = "30.0,0.5,500.0,1.0,1.0,0.0,1.0,0.1,0.5"
+
+INJECTION_FILE_CASES = [
+    pytest.param("inj.csv", f"{_INJ_HEADER}\n{_INJ_ROW}\n{_INJ_ROW.replace('30.0', '100.0', 1)}\n",
+                 ["inj.csv", "row 2, column 'chirp_mass' = 100", "[20, 40]", "cannot infer", "widen the prior"],
+                 id="injections-outside-the-prior"),
+    pytest.param("inj.csv", f"{_INJ_HEADER}\n{_INJ_ROW.replace('500.0', '-500.0')}\n",
+                 ["inj.csv", "row 1, column 'luminosity_distance' = -500", "[100, 2000]"],
+                 id="injections-negative-distance"),
+    pytest.param("inj.csv", f"{_INJ_HEADER}\n",
+                 ["inj.csv", "has no injections (no rows)", "unset injections.file"],
+                 id="injections-header-only"),
+    pytest.param("inj.json", "{\"chirp_mass\": [30.0,",
+                 ["inj.json", "cannot be read", "JSON object {name: [values, ...]}"],
+                 id="injections-malformed-json"),
+    pytest.param("inj.json", '{"chirp_mass": 30.0, "mass_ratio": [0.5]}',
+                 ["inj.json", "'chirp_mass' is 30.0, not a list of values"],
+                 id="injections-json-scalar"),
+    pytest.param("inj.csv", f"{_INJ_HEADER}\n{_INJ_ROW.replace('0.5,500.0', 'half,500.0')}\n",
+                 ["inj.csv", "column 'mass_ratio'", "row 1", "give a number in every cell"],
+                 id="injections-non-numeric-cell"),
+    pytest.param("folder", None, ["folder", "is a directory", "CSV file with a header row"],
+                 id="injections-file-is-a-directory"),
+]
+
+
+@pytest.mark.parametrize("name, text, needles", INJECTION_FILE_CASES)
+def test_injection_file(name, text, needles, tmp_path):
+    """A bad injections.file stops the run at config load (when Snakemake counts the injections), naming the
+    file, the row and the column."""
+    from gwnpe.errors import InjectionError
+    from gwnpe.stages.workflow import check_config, injection_count
+
+    path = tmp_path / name
+    if text is None:
+        path.mkdir()
+    else:
+        path.write_text(text)
+    raw = _raw_config()
+    raw["injections"]["file"] = str(path)
+    with pytest.raises(InjectionError) as info:
+        injection_count(check_config(raw))
+    assert_names(info, *needles)
 
 
 # ----------------------------------------------------------------------------- waveform model

@@ -283,8 +283,68 @@ def load_priors(path: str | Path, approximant: str | None = None, text: str | No
                 f"prior file '{path}' samples {', '.join(bad)}, but {approximant} is an aligned-spin "
                 "approximant. Fix them, use chi_1/chi_2 (bilby AlignedSpin), or choose a precessing approximant."
             )
+    _check_physical_ranges(priors, path)
     _check_constraints_satisfiable(priors, path)
     return priors
+
+
+#: Physical (and bilby-conventional) range of each standard parameter; a prior must stay inside it.
+PHYSICAL_RANGES = {
+    "luminosity_distance": (0.0, np.inf, "a distance in Mpc is positive", False),
+    "chirp_mass": (0.0, np.inf, "masses are positive", False),
+    "total_mass": (0.0, np.inf, "masses are positive", False),
+    "mass_1": (0.0, np.inf, "masses are positive", False),
+    "mass_2": (0.0, np.inf, "masses are positive", False),
+    "mass_ratio": (0.0, 1.0, "mass_ratio = m2 / m1 <= 1 (bilby's convention)", False),
+    "symmetric_mass_ratio": (0.0, 0.25, "the symmetric mass ratio lies in (0, 1/4]", False),
+    "a_1": (0.0, 1.0, "spin magnitudes lie in [0, 1]", True),
+    "a_2": (0.0, 1.0, "spin magnitudes lie in [0, 1]", True),
+    "chi_1": (-1.0, 1.0, "aligned spins lie in [-1, 1]", True),
+    "chi_2": (-1.0, 1.0, "aligned spins lie in [-1, 1]", True),
+    "tilt_1": (0.0, np.pi, "tilt angles lie in [0, pi]", True),
+    "tilt_2": (0.0, np.pi, "tilt angles lie in [0, pi]", True),
+    "cos_tilt_1": (-1.0, 1.0, "cosines lie in [-1, 1]", True),
+    "cos_tilt_2": (-1.0, 1.0, "cosines lie in [-1, 1]", True),
+    "theta_jn": (0.0, np.pi, "the inclination theta_jn lies in [0, pi]", True),
+    "cos_theta_jn": (-1.0, 1.0, "cosines lie in [-1, 1]", True),
+    "dec": (-np.pi / 2, np.pi / 2, "the declination lies in [-pi/2, pi/2]", True),
+    "ra": (0.0, 2 * np.pi, "the right ascension lies in [0, 2 pi]", True),
+    "phase": (0.0, 2 * np.pi, "the phase is 2 pi-periodic: one period, [0, 2 pi]", True),
+    "phi_12": (0.0, 2 * np.pi, "azimuths are 2 pi-periodic: one period, [0, 2 pi]", True),
+    "phi_jl": (0.0, 2 * np.pi, "azimuths are 2 pi-periodic: one period, [0, 2 pi]", True),
+    "psi": (0.0, np.pi, "the polarisation angle is pi-periodic: one period, [0, pi] (bilby's convention)", True),
+}
+
+
+def _check_physical_ranges(priors, path) -> None:
+    """Refuse priors (sampled ranges or fixed values) outside a parameter's physical range."""
+    for key, (plo, phi, why, closed) in PHYSICAL_RANGES.items():
+        if key not in priors or _is_constraint(priors[key]):
+            continue
+        p = priors[key]
+        lo, hi = (float(p), float(p)) if isinstance(p, (int, float)) else (
+            (float(p.peak), float(p.peak)) if _is_fixed(p) else (float(p.minimum), float(p.maximum)))
+        tol = 1e-9 * max(1.0, abs(plo), abs(phi) if np.isfinite(phi) else 1.0)
+        below = lo < plo - tol if closed else lo <= plo
+        if below or hi > phi + tol:
+            allowed = f"[{plo:.6g}, {phi:.6g}]" if closed else f"({plo:.6g}, {phi:.6g}]"
+            given = f"the fixed value {lo:g}" if lo == hi else f"the range [{lo:g}, {hi:g}]"
+            raise PriorError(
+                f"prior on '{key}' in '{path}' has {given}, outside its physical range {allowed}: {why}. "
+                f"Give '{key}' a prior inside that range."
+            )
+
+
+def first_outside_prior(priors, table: dict) -> tuple[int, str, float, tuple[float, float]] | None:
+    """The first (row, parameter, value, (minimum, maximum)) of ``table`` outside its prior's range, or None."""
+    for key, values in table.items():
+        p = priors.get(key)
+        if p is None or _is_constraint(p) or _is_fixed(p):
+            continue
+        bad = np.flatnonzero((np.asarray(values) < p.minimum) | (np.asarray(values) > p.maximum))
+        if bad.size:
+            return int(bad[0]), key, float(values[bad[0]]), (float(p.minimum), float(p.maximum))
+    return None
 
 
 def _constraint_ranges(priors) -> str:

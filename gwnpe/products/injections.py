@@ -10,27 +10,84 @@ import numpy as np
 
 from .. import provenance
 from ..errors import InjectionError
+from ..gw.priors import first_outside_prior
 from .common import open_stage_output
 
 
+class _NoRows(Exception):
+    """An injection table with a header (or nothing) and no rows."""
+
+
 def read_injection_file(path, names: list[str]) -> dict[str, np.ndarray]:
-    """Parameters from a CSV (header row) or JSON ({name: [values]}) file; every sampled parameter is required."""
+    """Parameters from a CSV (header row) or JSON ({name: [values]}) file; every sampled parameter is required.
+
+    Raises
+    ------
+    InjectionError
+        Naming the file (``injections.file``) and what is wrong: missing, a directory, not CSV/JSON of
+        that form, no rows, a missing column, non-numeric or non-finite values.
+    """
+    import warnings
+
     path = Path(path)
+    form = ("a CSV file with a header row of parameter names and one injection per row, or a JSON object "
+            "{name: [values, ...]}")
+    if path.is_dir():
+        raise InjectionError(f"injection file '{path}' (injections.file) is a directory; give {form}.")
     if not path.is_file():
         raise InjectionError(f"injection file '{path}' does not exist (injections.file).")
-    if path.suffix == ".json":
-        raw = json.loads(path.read_text())
-        table = {k: np.asarray(v, float) for k, v in raw.items()}
-    else:
-        arr = np.genfromtxt(path, delimiter=",", names=True, dtype=float)
-        table = {k: np.atleast_1d(arr[k]) for k in arr.dtype.names}
+    try:
+        if path.suffix == ".json":
+            raw = json.loads(path.read_text())
+            if not isinstance(raw, dict):
+                raise ValueError(f"the top level is a {type(raw).__name__}, not an object")
+            table = {}
+            for k, v in raw.items():
+                if not isinstance(v, list):
+                    raise ValueError(f"'{k}' is {v!r}, not a list of values")
+                table[k] = np.asarray(v, float)
+        else:
+            lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+            if len(lines) <= 1:
+                raise _NoRows
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # numpy warns on an empty file before we say so
+                arr = np.genfromtxt(path, delimiter=",", names=True, dtype=float)
+            if arr.dtype.names is None:
+                raise ValueError("there is no header row of parameter names")
+            table = {k: np.atleast_1d(arr[k]) for k in arr.dtype.names}
+    except _NoRows:
+        table = {}
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InjectionError(f"injection file '{path}' (injections.file) cannot be read ({exc}); give {form}.") from None
+    rows = {len(v) for v in table.values()}
+    if not table or rows == {0}:
+        raise InjectionError(f"injection file '{path}' (injections.file) has no injections (no rows); add one row per "
+                             "injection, or unset injections.file to draw injections.count from the prior.")
+    if len(rows) > 1:
+        raise InjectionError(f"injection file '{path}': its columns have different lengths {sorted(rows)}; give one "
+                             "value per injection in every column.")
     missing = [k for k in names if k not in table]
     if missing:
         raise InjectionError(f"injection file '{path}' has no column for {', '.join(missing)}; it needs {', '.join(names)}.")
-    bad = [k for k in names if not np.all(np.isfinite(table[k]))]
-    if bad:
-        raise InjectionError(f"injection file '{path}' has non-finite values in {', '.join(bad)}.")
+    for k in names:
+        bad = np.flatnonzero(~np.isfinite(table[k]))
+        if bad.size:
+            raise InjectionError(f"injection file '{path}': column '{k}' has a missing, non-numeric or non-finite value "
+                                 f"in row {int(bad[0]) + 1} (and {bad.size - 1} more); give a number in every cell.")
     return {k: table[k] for k in names}
+
+
+def check_injections_in_prior(priors, table: dict, source) -> None:
+    """Refuse injection parameters outside the model's prior (the network cannot infer them), naming row and column."""
+    bad = first_outside_prior(priors, table)
+    if bad is not None:
+        row, key, value, (lo, hi) = bad
+        raise InjectionError(
+            f"injection file '{source}' (injections.file): row {row + 1}, column '{key}' = {value:g} lies outside the "
+            f"prior's range [{lo:g}, {hi:g}]; the network was trained on that prior and cannot infer it. Remove or "
+            "correct the row, or widen the prior (and retrain)."
+        )
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..products.common import make_provenance
-from ..products.injections import Injections, read_injection_file, write_injections
+from ..products.injections import check_injections_in_prior, Injections, read_injection_file, write_injections
 from ..products.psd import psd_on_domain
 from ..errors import InjectionError, WaveformFailure
 from ..gw.detectors import DetectorNetwork
@@ -43,6 +43,7 @@ def run_injections_stage(settings: dict, *, psd_paths: dict, out_path) -> dict:
     failures: list[dict] = []
     if inj["file"]:
         params = read_injection_file(inj["file"], names)
+        check_injections_in_prior(priors, params, inj["file"])
         n = len(params[names[0]])
         fixed = {k: np.full(n, v) for k, v in fixed_parameters(priors).items()}
         lal = gen.to_lal({**fixed, **{k: params[k] for k in keys_int}})

@@ -63,10 +63,12 @@ def injection_count(config: dict) -> int:
     inj = config["injections"]
     if inj["file"]:
         from ..gw.priors import load_priors, sampled_keys
-        from ..products.injections import read_injection_file
+        from ..products.injections import check_injections_in_prior, read_injection_file
 
         priors = load_priors(config["priors"])
-        return len(next(iter(read_injection_file(inj["file"], sampled_keys(priors)).values())))
+        table = read_injection_file(inj["file"], sampled_keys(priors))
+        check_injections_in_prior(priors, table, inj["file"])
+        return len(next(iter(table.values())))
     return inj["count"]
 
 
