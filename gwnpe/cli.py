@@ -36,8 +36,14 @@ def _print_tree(obj, indent: int = 0, out=sys.stdout) -> None:
 
 
 def cmd_ls(args) -> int:
+    from pathlib import Path
+
     from .products.common import read_provenance
 
+    if Path(args.file).is_dir():
+        print(f"gwnpe ls: '{args.file}' is a directory; give one output file of gwnpe (e.g. results/<run>/svd/basis.h5)",
+              file=sys.stderr)
+        return 2
     try:
         prov = read_provenance(args.file)
     except FileNotFoundError:

@@ -89,13 +89,36 @@ def _format_error(err: jsonschema.ValidationError, schema: dict) -> str:
         return " ".join(msgs)
     sub = _subschema(schema, path)
     key = _key_path(path)
+    hint = _type_hint(err, sub, key)
     fix = f"set '{key}' to such a value"
     if "default" in sub:
         fix += f" (or remove it to get the default, {sub['default']!r})"
     return (
-        f"invalid config value at '{key}': {err.instance!r} ({err.message}). "
+        f"invalid config value at '{key}': {err.instance!r} ({err.message}). {hint}"
         f"Allowed: {_describe_allowed(sub)}; {fix}. Description: {sub.get('description', 'n/a')}"
     )
+
+
+def _type_hint(err, sub: dict, key: str) -> str:
+    """Why a value that looks right has the wrong type: YAML 1.1 numbers read as strings, nested
+    ``--config`` values passed as strings."""
+    if err.validator != "type" or not isinstance(err.instance, str):
+        return ""
+    wanted = sub.get("type")
+    wanted = wanted if isinstance(wanted, list) else [wanted]
+    text = err.instance.strip()
+    if "number" in wanted or "integer" in wanted:
+        try:
+            value = float(text)
+        except ValueError:
+            return ""
+        fixed = f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e+")
+        return f"YAML (PyYAML, YAML 1.1) reads {text} as a string: write the number with a decimal point, {fixed}. "
+    if "object" in wanted and text.startswith("{"):
+        return (f"Snakemake's --config passes nested values as strings ({key}={text}); put nested settings in a "
+                "YAML file and pass it with --configfile (it extends config/config.yaml), e.g. a file holding "
+                f"'{key}:' and the keys below it. ")
+    return ""
 
 
 def _key_paths(schema: dict, prefix: str = ""):

@@ -189,6 +189,15 @@ CONFIG_CASES = [
     pytest.param(lambda c, d: c["psd"].update(noise_curve=str(REPO / "README.md")), ConfigError,
                  ["README.md", "not a two-column text file"],
                  id="config-noise-curve-not-a-curve-before-any-job"),
+    pytest.param(lambda c, d: c["training"].update(learning_rate="1e-3"), ConfigError,
+                 ["'training.learning_rate'", "'1e-3'", "reads 1e-3 as a string", "with a decimal point, 1.0e-3"],
+                 id="config-yaml11-number-read-as-string"),
+    pytest.param(lambda c, d: c.update(domain="{f_min: 30}"), ConfigError,
+                 ["'domain'", "--config passes nested values as strings", "--configfile"],
+                 id="config-nested-value-from-command-line"),
+    pytest.param(lambda c, d: c.update(priors=str(d)), PriorError,
+                 ["is a directory", "set 'priors' in the config to a bilby prior file"],
+                 id="config-prior-file-is-a-directory"),
     pytest.param(lambda c, d: c.update(run=".."), ConfigError,
                  ["'run'", "'..'", "plain folder name", "results/{run}/"],
                  id="config-run-name-outside-results"),
@@ -311,6 +320,21 @@ def test_prior(edit, needles, tmp_path):
     with pytest.raises(PriorError) as info:
         check_config(raw)
     assert_names(info, str(prior), *needles)
+
+
+@pytest.mark.parametrize("command", ["sample", "ls"])
+def test_cli_given_a_directory(command, tmp_path):
+    """`gwnpe sample --model DIR` and `gwnpe ls DIR` say it is a directory and which file to give."""
+    import subprocess
+    import sys
+
+    args = ["--model", str(tmp_path), "--strain", "H1=x.hdf5", "-o", str(tmp_path / "o.hdf5")] if command == "sample" \
+        else [str(tmp_path)]
+    res = subprocess.run([sys.executable, "-m", "gwnpe.cli", command, *args], capture_output=True, text=True)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "is a directory" in res.stderr and ("model.pt" in res.stderr or "basis.h5" in res.stderr), res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "o.hdf5").exists()
 
 
 # ----------------------------------------------------------------------------- injection files

@@ -226,6 +226,9 @@ def load_priors(path: str | Path, approximant: str | None = None, text: str | No
 
     path = Path(path)
     if text is None:
+        if path.is_dir():
+            raise PriorError(f"prior file '{path}' is a directory; set 'priors' in the config to a bilby prior file "
+                             "(e.g. config/priors/default.prior).")
         if not path.is_file():
             raise PriorError(f"prior file '{path}' does not exist; set 'priors' in the config to a bilby prior file.")
         text = path.read_text()

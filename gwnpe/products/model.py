@@ -69,6 +69,9 @@ def load_model(path: str | Path, device="cpu"):
     from ..nn.model import build_model
 
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"model file '{path}' is a directory; pass the model.pt inside it (the train stage writes "
+                         "results/<run>/model/model.pt).")
     if not path.is_file():
         raise ModelError(f"model file '{path}' does not exist; run the train stage first.")
     obj = safe_load(path, device)
