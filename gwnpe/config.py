@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import logging
+import math
 from pathlib import Path
 
 import jsonschema
@@ -249,6 +250,19 @@ def check_consistency(config: dict) -> None:
             f"{svd['size']} + {svd['validation_size']}: the basis needs at least as many training "
             "waveforms as elements, plus held-out ones. Raise bank.size or lower svd.size."
         )
+    n_bins = math.floor(dom["f_max"] * dom["duration"] + 1e-9) - math.ceil(dom["f_min"] * dom["duration"] - 1e-9) + 1
+    if svd["size"] > n_bins:
+        raise ConfigError(
+            f"svd.size = {svd['size']} exceeds the {n_bins} frequency bins of the band ({dom['f_min']}-{dom['f_max']} Hz "
+            f"at 1/{dom['duration']} Hz): a basis cannot have more elements than bins. Lower svd.size to at most {n_bins}."
+        )
+    if psd["source"] == "files":
+        for ifo, path in psd["strain_files"].items():
+            if str(path).lower().endswith(".gwf") and not psd["channels"].get(ifo):
+                raise ConfigError(
+                    f"psd.strain_files.{ifo} = '{path}' is a GWF frame file, which needs a channel name: set "
+                    f"psd.channels.{ifo} (e.g. '{ifo}:GDS-CALIB_STRAIN')."
+                )
     if config["dask"]["cluster"] == "address" and not config["dask"]["address"]:
         raise ConfigError(
             "dask.cluster is 'address' but dask.address is not set: set it to the scheduler's address "
