@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
+	$(BIN)/gwnpe check $(CONFIG)
 	$(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG)
 	$(BIN)/snakemake --workflow-profile $(PROFILE) --configfile $(CONFIG) --report results/$(RUN)/report.html
 

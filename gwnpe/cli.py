@@ -3,6 +3,7 @@
 ``gwnpe ls FILE``      print the settings, inputs and package versions stored in an output
 ``gwnpe sample ...``   draw posterior samples for detector strain with a trained model
 ``gwnpe jsd A B``      per-parameter Jensen-Shannon divergences of two posterior files
+``gwnpe check CONFIG`` check a config file completely, as the workflow does before any job
 """
 
 from __future__ import annotations
@@ -179,6 +180,16 @@ def cmd_jsd(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from .stages.workflow import comparison_indices, injection_count, load_config
+
+    config = load_config(args.config)
+    n = injection_count(config)
+    comparison_indices(config["comparison"], n)
+    print(f"{args.config}: valid (run '{config['run']}', {len(config['detectors'])} detectors, {n} injections)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="gwnpe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,6 +224,10 @@ def main(argv=None) -> int:
     jp.add_argument("--no-weights", action="store_true", help="ignore 'weights' columns (e.g. NPE before importance sampling)")
     jp.add_argument("--csv", help="also write the table to this CSV file")
     jp.set_defaults(func=cmd_jsd)
+    cp = sub.add_parser("check", help="check a config file completely (schema, priors, noise curves, injections), "
+                                      "naming the file, line or key of any problem")
+    cp.add_argument("config", help="YAML config file, e.g. config/config.yaml")
+    cp.set_defaults(func=cmd_check)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

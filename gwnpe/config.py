@@ -282,5 +282,6 @@ def read_config(path: str | Path) -> dict:
         try:
             config = yaml.safe_load(f) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}. Fix the line named above.") from exc
+            tabs = " YAML does not allow tabs for indentation: indent with spaces." if "'\\t'" in str(exc) else ""
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}. Fix the line named above.{tabs}") from exc
     return validate_config(config)

@@ -343,6 +343,28 @@ def test_cli_given_a_directory(command, tmp_path):
     assert not (tmp_path / "o.hdf5").exists()
 
 
+@pytest.mark.parametrize("text, needles", [
+    ("run: x\ndomain:\n\tf_min: 20\n", ["my.yaml", "line 3", "not valid YAML", "indent with spaces"]),
+    ("run: [unclosed\n", ["my.yaml", "line 1", "not valid YAML", "Fix the line named above"]),
+    (None, ["my.yaml", "does not exist", "pass the path of a YAML config"]),
+], ids=["tab-indentation", "syntax-error", "missing-file"])
+def test_gwnpe_check_names_the_config_file_and_line(text, needles, tmp_path):
+    """`gwnpe check CONFIG` (what `make demo` runs first) names the file and the line, without a traceback."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "my.yaml"
+    if text is not None:
+        path.write_text(text)
+    res = subprocess.run([sys.executable, "-m", "gwnpe.cli", "check", str(path)], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    for needle in needles:
+        assert needle in res.stderr, (needle, res.stderr)
+    ok = subprocess.run([sys.executable, "-m", "gwnpe.cli", "check", str(REPO / "config/tiny.yaml")], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and "valid" in ok.stdout, ok.stderr
+
+
 # ----------------------------------------------------------------------------- injection files
 
 
