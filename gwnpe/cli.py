@@ -105,7 +105,7 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from .errors import InferenceError
-    from .inference.sampling import model_domain, model_priors, sample_posterior, strain_from_time_domain
+    from .inference.sampling import analysis_psds, model_domain, model_priors, sample_posterior, strain_from_time_domain
     from .products.model import load_model
     from .products.psd import psd_on_domain
     from .products.results import save_result
@@ -116,7 +116,7 @@ def cmd_sample(args) -> int:
     model = load_model(args.model, device=args.device)
     dom = model_domain(model)
     injection = None
-    window_factor = 1.0
+    window_factor = None  # frequency-domain strain: made with the model's convention
     if len(args.strain) == 1 and "=" not in args.strain[0]:
         fd = read_fd_strain(args.strain[0])
         if not np.allclose(fd.frequencies, dom.frequencies):
@@ -129,11 +129,9 @@ def cmd_sample(args) -> int:
     else:
         strain, start, window_factor = strain_from_time_domain(model, _pairs(args.strain, "strain"), _pairs(args.channel, "channel"))
     psd_files = _pairs(args.psd, "psd")
-    if psd_files:
-        psds = {ifo: psd_on_domain(p, dom) * window_factor for ifo, p in psd_files.items()}
-    else:
+    if not psd_files:
         logging.getLogger("gwnpe").info("no --psd given: using the PSDs the model was trained with")
-        psds = {ifo: np.asarray(a) ** 2 * window_factor for ifo, a in zip(model.settings["detectors"], model.extra["asds"])}
+    psds = analysis_psds(model, {ifo: psd_on_domain(p, dom) for ifo, p in psd_files.items()}, window_factor)
     out = sample_posterior(model, strain, psds, args.n, start_time=start, seed=args.seed, device=args.device)
     if injection is not None and "geocent_time" in injection:
         injection = {**injection, "geocent_time": injection["geocent_time"] + model.settings["trigger_time"]}

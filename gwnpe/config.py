@@ -193,6 +193,11 @@ def check_consistency(config: dict) -> None:
             f"{nyquist} Hz of domain.sampling_frequency = {dom['sampling_frequency']} Hz. "
             f"Lower domain.f_max or raise domain.sampling_frequency to at least {2 * dom['f_max']}."
         )
+    if 2 * dom["roll_off"] > dom["duration"]:
+        raise ConfigError(
+            f"domain.roll_off = {dom['roll_off']} s at each end is longer than half of domain.duration = "
+            f"{dom['duration']} s: the window would have no flat part. Lower domain.roll_off (bilby's default is 0.2 s)."
+        )
     if dom["f_min"] >= dom["f_max"]:
         raise ConfigError(
             f"domain.f_min = {dom['f_min']} Hz must be below domain.f_max = {dom['f_max']} Hz: the band "

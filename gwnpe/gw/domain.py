@@ -4,6 +4,13 @@ Conventions (bilby's): the analysed segment is ``[trigger_time - (duration - pos
 trigger_time + post_trigger_duration]`` [GPS s]; an FFT of it has its phase origin at the segment
 start, while the network and the on-the-fly simulator use the trigger time as the origin
 (:func:`to_trigger_origin` moves between the two).
+
+Window convention (bilby's and DINGO's): time-domain strain of the segment is Tukey-windowed with a
+roll-off of ``domain.roll_off`` s at each end before its FFT, which lowers the noise power by the
+window factor ``w = mean(window**2)`` but leaves a signal inside the flat part unchanged. The
+*analysis PSD* is therefore ``w`` times the Welch PSD of the detector, and it is used everywhere a
+PSD meets frequency-domain data: the training noise and whitening, the injections, the likelihood.
+Real data and training then see the same signal-to-noise ratio (:func:`analysis_psd`).
 """
 
 from __future__ import annotations
@@ -74,6 +81,30 @@ def build_domain(config: dict) -> FrequencyDomain:
         duration=float(d["duration"]),
         sampling_frequency=float(d["sampling_frequency"]),
     )
+
+
+def tukey_window(n: int, duration: float, roll_off: float) -> np.ndarray:
+    """Tukey window of ``n`` samples over ``duration`` [s] with ``roll_off`` [s] at each end (bilby's)."""
+    from scipy.signal.windows import tukey
+
+    return tukey(int(n), alpha=min(1.0, 2.0 * float(roll_off) / float(duration)))
+
+
+def window_factor(domain_settings: dict) -> float:
+    """``mean(window**2)`` of the segment's Tukey window for a config's (or model's) ``domain`` section.
+
+    1.0 for settings without ``roll_off`` (models made before the window convention: their training
+    noise was not scaled, see :func:`analysis_psd`).
+    """
+    if domain_settings.get("roll_off") is None:
+        return 1.0
+    n = int(round(float(domain_settings["duration"]) * float(domain_settings["sampling_frequency"])))
+    return float(np.mean(tukey_window(n, domain_settings["duration"], domain_settings["roll_off"]) ** 2))
+
+
+def analysis_psd(psd, domain_settings: dict):
+    """The PSD of windowed segment data: the detector's (Welch) PSD times :func:`window_factor`."""
+    return np.asarray(psd, float) * window_factor(domain_settings)
 
 
 def analysis_segment(trigger_time: float, duration: float, post_trigger_duration: float) -> tuple[float, float]:

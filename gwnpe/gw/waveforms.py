@@ -284,8 +284,9 @@ def check_signal_duration(settings: dict, priors) -> None:
     The prior's ``geocent_time`` range (relative to the trigger) must lie inside the segment, and the part
     of the segment before the trigger, ``domain.duration - domain.post_trigger_duration``, must hold the
     longest inspiral from ``domain.f_min`` that the prior's mass ranges allow (TaylorF2 chirp time, see
-    :func:`longest_inspiral`) ending at the earliest merger; otherwise frequency-domain waveforms wrap
-    around the segment.
+    :func:`longest_inspiral`) ending at the earliest merger, after the window's roll-off
+    (``domain.roll_off``); otherwise frequency-domain waveforms wrap around the segment, or the window
+    tapers signals in real data.
 
     Parameters
     ----------
@@ -321,14 +322,15 @@ def check_signal_duration(settings: dict, priors) -> None:
         return
     seconds, m1, m2 = found
     earliest = max(0.0, -t_lo)  # the earliest merger, before the trigger, needs this much more inspiral before it
-    needed = seconds + earliest
+    roll_off = float(dom.get("roll_off") or 0.0)  # and the window must not taper the signal (see gw.domain)
+    needed = seconds + earliest + roll_off
     if needed > before:
         duration = needed + post
         raise ConfigError(
             f"domain.duration - domain.post_trigger_duration = {dom['duration']} - {post:g} "
             f"= {before:g} s before the trigger is shorter than the longest signal of the prior "
             f"{source}: from domain.f_min = {f_min:g} Hz a binary of {m1:.3g} + {m2:.3g} Msun "
-            f"lasts {seconds:.3g} s, and the earliest merger is {earliest:g} s before the trigger. Its waveform would "
-            f"wrap around the segment. Raise domain.duration to at least {duration:.3g} s (e.g. "
+            f"lasts {seconds:.3g} s, the earliest merger is {earliest:g} s before the trigger, and the window's "
+            f"roll-off (domain.roll_off) takes {roll_off:g} s. Its waveform would be tapered or wrap around the segment. Raise domain.duration to at least {duration:.3g} s (e.g. "
             f"{2 ** math.ceil(math.log2(duration)):g} s), raise domain.f_min, or raise the prior's lower mass bound."
         )

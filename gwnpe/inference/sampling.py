@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import InferenceError, InjectionError
-from ..gw.domain import FrequencyDomain, analysis_segment, to_trigger_origin
+from ..gw.domain import FrequencyDomain, analysis_segment, to_trigger_origin, tukey_window, window_factor
 from ..gw.noise import whiten
 from ..gw.priors import load_priors
 from ..gw.strain_io import read_strain
@@ -177,21 +177,28 @@ def to_physical(model, theta: np.ndarray) -> dict:
     return generate_mass_parameters(dict(samples))
 
 
-def strain_from_time_domain(model, paths: dict, channels: dict | None = None, roll_off: float = 0.2):
+#: Roll-off [s] of the window applied to time-domain data for models that record none (made before
+#: the window convention; the value gwnpe used then, as bilby's default).
+LEGACY_ROLL_OFF = 0.2
+
+
+def strain_from_time_domain(model, paths: dict, channels: dict | None = None):
     """FD strain on the model's band from time-domain files of the analysed segment.
 
     The segment (bilby convention: ``duration`` s ending ``post_trigger_duration`` s after the
-    trigger) is Tukey-windowed (``roll_off`` s each side, as bilby) and FFT'd. Returns
-    (strain dict, start_time, window_factor); multiply PSDs by the window factor, as bilby does.
+    trigger) is Tukey-windowed with the model's ``domain.roll_off`` s at each side (as in training,
+    see :mod:`gwnpe.gw.domain`) and FFT'd. Returns (strain dict, start_time, window_factor of the
+    window applied); :func:`analysis_psds` turns PSDs into those of the windowed data.
     """
-    from scipy.signal.windows import tukey
-
     dom = model_domain(model)
     dset = model.settings["domain"]
+    roll_off = dset.get("roll_off")
+    if roll_off is None:
+        roll_off = LEGACY_ROLL_OFF
     start, end = analysis_segment(model.settings["trigger_time"], dset["duration"], dset["post_trigger_duration"])
     out, k0, k1 = {}, *dom.index_range
     n = int(round(dom.duration * dom.sampling_frequency))
-    window = tukey(n, alpha=2 * roll_off / dom.duration)
+    window = tukey_window(n, dom.duration, roll_off)
     for ifo, p in paths.items():
         t0, dt, data = read_strain(p, ifo, start, end, channel=(channels or {}).get(ifo))
         if abs(1.0 / dt - dom.sampling_frequency) > 1e-6:
@@ -203,6 +210,33 @@ def strain_from_time_domain(model, paths: dict, channels: dict | None = None, ro
             raise InferenceError(f"strain file '{p}' of {ifo} gives {len(data)} samples of the segment, expected {n}.")
         out[ifo] = (np.fft.rfft(data * window) * dt)[k0:k1]
     return out, start, float(np.mean(window**2))
+
+
+def analysis_psds(model, welch_psds: dict | None = None, data_window_factor: float | None = None) -> dict:
+    """PSDs [1/Hz] on the model's band of the data given to the model: the analysis PSDs.
+
+    Parameters
+    ----------
+    welch_psds : dict, optional
+        Detector PSDs (e.g. Welch estimates, as the psd stage writes them) on the model's band;
+        default: the analysis PSDs the model was trained with (``model.extra["asds"]`` squared).
+    data_window_factor : float, optional
+        Window factor of the window applied to the data (:func:`strain_from_time_domain`); default:
+        the model's, as for frequency-domain strain made with gwnpe's convention (the injections).
+
+    Welch PSDs are scaled by the data's window factor; the model's own PSDs already hold the model's
+    window factor and are rescaled only where the data's differs (models made before the convention).
+    """
+    w_model = window_factor(model.settings["domain"])
+    w_data = w_model if data_window_factor is None else float(data_window_factor)
+    if welch_psds:
+        return {ifo: np.asarray(p, float) * w_data for ifo, p in welch_psds.items()}
+    if not np.isclose(w_data, w_model, rtol=1e-9):
+        logger.warning("the model records no domain.roll_off (it predates gwnpe's window convention): its training "
+                       "noise was not scaled by the window factor, so windowed data reach it %.1f%% louder than "
+                       "its training signals; retrain it for unbiased distances", 100 * (w_model / w_data) ** 0.5 - 100)
+    return {ifo: np.asarray(a, float) ** 2 * (w_data / w_model)
+            for ifo, a in zip(model.settings["detectors"], model.extra["asds"])}
 
 
 def check_model_parameters(model, parameters: dict, source) -> None:

@@ -21,7 +21,7 @@ from ..products.injections import check_injections_in_prior, Injections, read_in
 from ..products.psd import psd_on_domain
 from ..errors import InjectionError, WaveformFailure
 from ..gw.detectors import DetectorNetwork
-from ..gw.domain import build_domain, segment_start
+from ..gw.domain import analysis_psd, build_domain, segment_start
 from ..gw.noise import whiten
 from ..gw.priors import EXTRINSIC, draw, fixed_parameters, intrinsic_keys, load_priors, sampled_keys
 from ..gw.waveforms import build_waveform_generator, generate_from_prior, max_failures
@@ -77,7 +77,7 @@ def run_injections_stage(settings: dict, *, psd_paths: dict, out_path) -> dict:
     num, den = np.zeros(n), np.zeros(n)
     psds = {}
     for j, ifo in enumerate(settings["detectors"]):
-        psd = psd_on_domain(psd_paths[ifo], dom)
+        psd = analysis_psd(psd_on_domain(psd_paths[ifo], dom), settings["domain"])  # as windowed data would have
         psds[ifo] = psd
         sigma = np.sqrt(psd / (4.0 * dom.delta_f))  # std of each real component of the FD noise
         noise = (rng_noise.standard_normal((n, len(dom))) + 1j * rng_noise.standard_normal((n, len(dom)))) * sigma

@@ -33,15 +33,18 @@ class Stage:
 
 
 _EVENT = ("seed", "detectors", "trigger_time", "priors", "domain", "waveform")
+#: The segment and its grid without the window's roll-off (which only the stages that meet windowed
+#: data's noise level depend on: training, injections and those using their PSDs).
+_GRID = ("domain.duration", "domain.post_trigger_duration", "domain.sampling_frequency", "domain.f_min", "domain.f_max")
 
 #: stage -> its module and the config keys that shape its outputs.
 STAGES: dict[str, Stage] = {
-    "psd": Stage("gwnpe.stages.psd", ("seed", "trigger_time", "detectors", "domain", "psd"), ("psd.cache_dir",)),
-    "bank": Stage("gwnpe.stages.bank", ("seed", "priors", "domain", "waveform", "bank")),
-    "svd": Stage("gwnpe.stages.svd", ("seed", "detectors", "priors", "domain", "svd")),
+    "psd": Stage("gwnpe.stages.psd", ("seed", "trigger_time", "detectors", *_GRID, "psd"), ("psd.cache_dir",)),
+    "bank": Stage("gwnpe.stages.bank", ("seed", "priors", *_GRID, "waveform", "bank")),
+    "svd": Stage("gwnpe.stages.svd", ("seed", "detectors", "priors", *_GRID, "svd")),
     "training_set": Stage(
         "gwnpe.stages.training_set",
-        ("seed", "priors", "domain", "waveform", "training_set.size", "training_set.chunk_size"),
+        ("seed", "priors", *_GRID, "waveform", "training_set.size", "training_set.chunk_size"),
         ("training_set.retries", "dask"),
     ),
     "train": Stage("gwnpe.stages.train", (*_EVENT, "model", "training"), ("training.device",)),

@@ -26,7 +26,7 @@ from ..products.psd import psd_on_domain
 from ..products.training_set import load_training_set
 from ..diagnostics.training_plots import loss_figure
 from ..errors import GwnpeError
-from ..gw.domain import build_domain
+from ..gw.domain import analysis_psd, build_domain
 from ..gw.priors import EXTRINSIC, load_priors, sampled_keys
 from ..nn.model import build_model
 from ..nn.simulator import Simulator, TrainingData
@@ -97,7 +97,8 @@ def run_train_stage(
             f"'{settings['priors']}'. Rerun the training_set stage."
         )
     basis = load_basis(basis_path)
-    asds = np.sqrt([psd_on_domain(psd_paths[ifo], domain) for ifo in settings["detectors"]])
+    # the analysis PSD (window factor included): the noise level of windowed real data
+    asds = np.sqrt([analysis_psd(psd_on_domain(psd_paths[ifo], domain), settings["domain"]) for ifo in settings["detectors"]])
     sim = Simulator(basis.V, basis.asd_reference, asds, domain.frequencies, settings["detectors"],
                     settings["trigger_time"], priors, settings["waveform"]["reference_distance"]).to(device)
 
