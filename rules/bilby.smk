@@ -1,21 +1,22 @@
 rule bilby:
     """bilby + dynesty on one injection: same strain, PSDs, prior, waveform model and band as gwnpe.
 
-    A killed job resumes from bilby's checkpoint (results/{run}/bilby/injection_{i}/sampler) when rerun;
-    `threads` become dynesty's pool.
+    Reference run {r} of injection {i} (runs differ only in their seed; two give the reference's noise
+    floor). A killed job resumes from bilby's checkpoint (results/{run}/bilby/injection_{i}/run_{r}/sampler)
+    when rerun; `threads` become dynesty's pool.
     """
     input:
         injections=results("injections/injections.h5"),
         priors=get_prior_file,
     output:
-        result=results("bilby/injection_{i}/result.hdf5"),
+        result=results("bilby/injection_{i}/run_{r}/result.hdf5"),
     params:
         settings=settings("bilby"),
         code=code("bilby"),
     log:
-        results("bilby/injection_{i}/bilby.log"),
+        results("bilby/injection_{i}/run_{r}/bilby.log"),
     benchmark:
-        benchmarks("bilby/injection_{i}.tsv")
+        benchmarks("bilby/injection_{i}/run_{r}.tsv")
     threads: 2
     # the NPE stages first: a reference run takes the cores for a long time, and training should not wait for it
     priority: -10

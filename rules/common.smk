@@ -18,6 +18,7 @@ IFOS = config["detectors"]
 
 wildcard_constraints:
     ifo="|".join(IFOS),
+    r=r"\d+",
 
 
 def results(path):
@@ -76,6 +77,7 @@ def get_corner_plots(wildcards=None):
     return expand(results("posteriors/corner_{i}.png"), i=range(min(config["injections"]["corner"], N_INJECTIONS)))
 
 
+REFERENCE_RUNS = list(range(config["comparison"]["reference_runs"]))
 try:
     COMPARED = comparison_indices(config["comparison"], N_INJECTIONS)
 except GwnpeError as exc:

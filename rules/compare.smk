@@ -22,7 +22,7 @@ rule importance_sampling:
 rule compare:
     """JS divergences (NPE and NPE+IS vs bilby), log Bayes factors and wall-time ratios."""
     input:
-        bilby=expand(results("bilby/injection_{i}/result.hdf5"), i=COMPARED),
+        bilby=expand(results("bilby/injection_{i}/run_{r}/result.hdf5"), i=COMPARED, r=REFERENCE_RUNS),
         npe_is=expand(results("importance_sampling/injection_{i}.hdf5"), i=COMPARED),
     output:
         jsd=results("comparison/jsd.csv"),
@@ -33,6 +33,7 @@ rule compare:
     params:
         settings=settings("compare"),
         indices=COMPARED,
+        runs=len(REFERENCE_RUNS),
         code=code("compare"),
     log:
         logs("compare.log"),
@@ -47,7 +48,7 @@ rule compare:
 rule compare_corner:
     """Corner overlay of bilby, NPE and NPE+IS posteriors of one compared injection."""
     input:
-        bilby=results("bilby/injection_{i}/result.hdf5"),
+        bilby=results("bilby/injection_{i}/run_0/result.hdf5"),
         npe_is=results("importance_sampling/injection_{i}.hdf5"),
     output:
         plot=report(

@@ -18,6 +18,7 @@ with contextlib.redirect_stdout(LoggerStream(logging.getLogger("gwnpe.dynesty"))
         with_runtime(snakemake.params.settings, snakemake.config, "bilby"),  # noqa: F821
         injections_path=snakemake.input.injections,  # noqa: F821
         index=int(snakemake.wildcards.i),  # noqa: F821
+        run=int(snakemake.wildcards.r),  # noqa: F821
         out_path=snakemake.output.result,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
     )

@@ -19,6 +19,25 @@ EVIDENCE_MAX_PARETO_K = 0.7
 #: Fewest bilby posterior samples a JSD is computed from.
 MIN_REFERENCE_SAMPLES = 10
 
+#: A JSD within the reference's run-to-run JSD plus this margin [nat] is "indistinguishable".
+INDISTINGUISHABLE_MARGIN = 0.002
+
+
+def jsd_verdict(jsd: float, floor: float | None) -> str:
+    """``indistinguishable`` when ``jsd <= floor + 0.002`` nat, else ``distinguishable``; without a floor
+    (one reference run) ``no floor (one reference run)``."""
+    if floor is None or not np.isfinite(floor):
+        return "no floor (one reference run)"
+    return "indistinguishable" if jsd <= floor + INDISTINGUISHABLE_MARGIN else "distinguishable"
+
+
+def _priors(result) -> dict:
+    """A Result's priors, or {} for a Result without any (bilby's property raises then)."""
+    try:
+        return result.priors or {}
+    except ValueError:
+        return {}
+
 
 def _n_eff(posterior, weights) -> float:
     return float(len(posterior)) if weights is None else float(np.sum(weights) ** 2 / np.sum(weights**2))
@@ -55,7 +74,7 @@ def posterior_jsd(a, b, parameters: list[str] | None = None, n_bootstrap: int = 
     wb = pb["weights"].to_numpy() if weights_b and "weights" in pb else None
     rows = []
     for j, k in enumerate(parameters):
-        prior = (a.priors or {}).get(k) or (b.priors or {}).get(k)
+        prior = _priors(a).get(k) or _priors(b).get(k)
         bounds, periodic = prior_domain(prior)
         v, e = js_divergence(pa[k].to_numpy(), pb[k].to_numpy(), weights_x=wa, weights_y=wb, n_bootstrap=n_bootstrap,
                              seed=seed + j, bounds=bounds, periodic=periodic, name=k)
@@ -63,20 +82,35 @@ def posterior_jsd(a, b, parameters: list[str] | None = None, n_bootstrap: int = 
     return rows
 
 
-def compare_injection(bilby_result, is_result, parameters: list[str], n_bootstrap: int, seed: int) -> dict:
-    """JSDs, evidences and times of one injection (bilby Results of the reference and of NPE+IS)."""
+def compare_injection(bilby_result, is_result, parameters: list[str], n_bootstrap: int, seed: int,
+                      other_runs: list | None = None) -> dict:
+    """JSDs, evidences and times of one injection (bilby Results of the reference and of NPE+IS).
+
+    ``other_runs``: further bilby runs of the same injection with other seeds; the JSD between
+    ``bilby_result`` and the first of them is the reference's noise floor of each parameter, and each
+    NPE / NPE+IS JSD gets a verdict against it (:func:`jsd_verdict`).
+    """
     ref = bilby_result.posterior
     post = is_result.posterior
-    if len(ref) < MIN_REFERENCE_SAMPLES:
-        raise ComparisonError(
-            f"the bilby result of injection {bilby_result.meta_data['gwnpe']['injection']} has {len(ref)} posterior "
-            f"samples, too few to compare (at least {MIN_REFERENCE_SAMPLES}); the run stopped early: raise "
-            "comparison.sampler.max_calls (or set it to null) or comparison.sampler.nlive."
-        )
+    for r in (bilby_result, *(other_runs or [])):
+        if len(r.posterior) < MIN_REFERENCE_SAMPLES:
+            meta = r.meta_data["gwnpe"]
+            raise ComparisonError(
+                f"the bilby result of injection {meta['injection']} (reference run {meta.get('reference_run', 0)}) has "
+                f"{len(r.posterior)} posterior samples, too few to compare (at least {MIN_REFERENCE_SAMPLES}); the run "
+                "stopped early: raise comparison.sampler.max_calls (or set it to null) or comparison.sampler.nlive."
+            )
+    floor = {}
+    if other_runs:
+        for r in posterior_jsd(bilby_result, other_runs[0], parameters, n_bootstrap, seed + 7919):
+            floor[r["parameter"]] = (r["jsd"], r["jsd_err"])
     rows = []
     for method, weighted in (("npe", False), ("npe_is", True)):
         for r in posterior_jsd(is_result, bilby_result, parameters, n_bootstrap, seed, weights_a=weighted):
-            rows.append({"parameter": r["parameter"], "method": method, "jsd": r["jsd"], "jsd_err": r["jsd_err"]})
+            f, f_err = floor.get(r["parameter"], (float("nan"), float("nan")))
+            rows.append({"parameter": r["parameter"], "method": method, "jsd": r["jsd"], "jsd_err": r["jsd_err"],
+                         "floor": f, "floor_err": f_err, "verdict": jsd_verdict(r["jsd"], f),
+                         "n_eff": r["n_eff_a"], "n_reference": r["n_eff_b"]})
     meta_b = bilby_result.meta_data["gwnpe"]
     meta_i = is_result.meta_data["gwnpe"]
     is_sum = meta_i["importance_sampling"]
@@ -91,6 +125,11 @@ def compare_injection(bilby_result, is_result, parameters: list[str], n_bootstra
     return {
         "jsd": rows,
         "snr": meta_b["snr"],
+        "reference_runs": [{"seed": r.meta_data["gwnpe"].get("seed"), "log_bayes_factor": float(r.log_bayes_factor),
+                            "log_bayes_factor_err": float(r.log_evidence_err), "n_posterior": len(r.posterior),
+                            "sampling_time_s": float(r.meta_data["gwnpe"]["sampling_time_s"]),
+                            "marginalized": r.meta_data["gwnpe"].get("marginalized", [])}
+                           for r in (bilby_result, *(other_runs or []))],
         "bilby": {"sampling_time_s": t_bilby, "log_bayes_factor": lbf_b, "log_bayes_factor_err": err_b,
                   "n_posterior": len(ref), "likelihood_calls": int(getattr(bilby_result, "num_likelihood_evaluations", 0) or 0),
                   "likelihood": meta_b.get("likelihood")},
@@ -128,6 +167,10 @@ def aggregate(per: dict, jsd, indices: list[int]) -> dict:
         "injections": indices,
         "jsd_max_nat": {m: float(jsd[jsd.method == m].jsd.max()) for m in ("npe", "npe_is")},
         "jsd_median_nat": {m: float(jsd[jsd.method == m].jsd.median()) for m in ("npe", "npe_is")},
+        "reference_floor_max_nat": float(jsd.floor.max()) if jsd.floor.notna().any() else None,
+        # fraction of (injection, parameter) pairs whose JSD is within the reference floor + 0.002 nat
+        "indistinguishable_fraction": {m: float((jsd[jsd.method == m].verdict == "indistinguishable").mean())
+                                       if jsd.floor.notna().any() else None for m in ("npe", "npe_is")},
         "is_efficiency_median": float(np.median(eff)),
         # only where the evidence is assessable (None when nowhere)
         "log_bayes_factor_max_abs_sigma": max((abs(c["log_bayes_factor_difference_sigma"]) for c in per.values()
@@ -139,6 +182,8 @@ def aggregate(per: dict, jsd, indices: list[int]) -> dict:
     }
     agg["goals"] = {
         "jsd_npe_is_max_below_0.002": agg["jsd_max_nat"]["npe_is"] <= GOALS["jsd_max_nat"],
+        "npe_is_indistinguishable_from_the_reference": "no floor (one reference run)"
+        if agg["indistinguishable_fraction"]["npe_is"] is None else agg["indistinguishable_fraction"]["npe_is"] == 1.0,
         "is_efficiency_median_above_10pc": agg["is_efficiency_median"] >= GOALS["is_efficiency_median_min"],
         "log_bayes_factor_within_2_sigma": "not assessable" if agg["log_bayes_factor_max_abs_sigma"] is None
         else agg["log_bayes_factor_max_abs_sigma"] <= GOALS["log_evidence_max_sigma"],

@@ -63,24 +63,47 @@ def interferometers(domain: FrequencyDomain, strain: dict, psds: dict, start_tim
     return ifos
 
 
+#: Approximants with only the (2,2) mode and no precession: the only ones for which bilby's phase
+#: marginalisation is exact.
+QUADRUPOLE_ALIGNED = ("IMRPhenomD", "IMRPhenomXAS", "SEOBNRv4_ROM", "TaylorF2")
+
+
 def build_likelihood(domain: FrequencyDomain, strain: dict, psds: dict, start_time: float, approximant: str,
                      reference_frequency: float, priors=None, relative_binning: bool = False,
-                     fiducial_parameters: dict | None = None, epsilon: float = 0.5):
+                     fiducial_parameters: dict | None = None, epsilon: float = 0.5,
+                     marginalization: list[str] = (), distance_lookup_table=None):
     """bilby GravitationalWaveTransient (or its relative-binning twin) for gwnpe data.
 
     ``priors`` must use absolute GPS ``geocent_time`` (see :func:`gwnpe.gw.priors.to_absolute_time`).
+    ``marginalization`` names ``distance``, ``phase`` and/or ``time``; bilby then fixes those
+    parameters in ``priors`` (pass a copy to keep the original). The distance lookup table is read
+    from, or built once into, ``distance_lookup_table`` (a path; bilby's default would be a hidden
+    file in the working directory).
     """
     import bilby
 
+    margs = set(marginalization)
+    unknown = margs - {"distance", "phase", "time"}
+    if unknown:
+        raise GwnpeError(f"cannot marginalise over {sorted(unknown)}: bilby marginalises over distance, phase and time.")
+    if "phase" in margs and approximant not in QUADRUPOLE_ALIGNED:
+        raise GwnpeError(f"phase marginalisation is exact only for (2,2)-only aligned-spin approximants "
+                         f"{list(QUADRUPOLE_ALIGNED)}, not {approximant}; sample the phase instead.")
+    if margs and priors is None:
+        raise GwnpeError("marginalisation needs the priors of the marginalised parameters.")
     ifos = interferometers(domain, strain, psds, start_time)
     wfg = waveform_generator(domain, approximant, reference_frequency, start_time, relative_binning)
+    kwargs = {"interferometers": ifos, "waveform_generator": wfg, "priors": priors,
+              "distance_marginalization": "distance" in margs, "phase_marginalization": "phase" in margs,
+              "time_marginalization": "time" in margs}
+    if "distance" in margs:
+        kwargs["distance_marginalization_lookup_table"] = str(distance_lookup_table or "distance_lookup.npz")
     if relative_binning:
         if fiducial_parameters is None:
             raise GwnpeError("relative binning needs fiducial parameters (e.g. the injected values).")
         return bilby.gw.likelihood.RelativeBinningGravitationalWaveTransient(
-            interferometers=ifos, waveform_generator=wfg, priors=priors,
-            fiducial_parameters=dict(fiducial_parameters), epsilon=epsilon)
-    return bilby.gw.likelihood.GravitationalWaveTransient(interferometers=ifos, waveform_generator=wfg, priors=priors)
+            fiducial_parameters=dict(fiducial_parameters), epsilon=epsilon, **kwargs)
+    return bilby.gw.likelihood.GravitationalWaveTransient(**kwargs)
 
 
 def log_likelihood_ratios(likelihood, samples: dict, fixed: dict | None = None) -> np.ndarray:

@@ -1,10 +1,14 @@
 """The bilby stage: bilby + dynesty on one injection, the reference posterior of the comparison.
 
 The sampler sees the injection's strain, PSDs, prior file, waveform model and band (all taken from
-the run's config and ``injections.h5``). Time is sampled as absolute GPS ``geocent_time`` with the
-prior shifted to the trigger time. Nothing is marginalised, so every parameter has samples.
-Optionally relative binning (fiducial point = the injected parameters). Resumes from bilby's
-checkpoint when the rule reruns; a checkpoint made with other settings is discarded.
+the run's config and ``injections.h5``). Time is absolute GPS ``geocent_time`` with the prior shifted
+to the trigger time. Distance, phase and time are marginalised where the config asks for it
+(``comparison.likelihood.marginalization``) and the parameter is sampled, and reconstructed after
+sampling by bilby (``generate_all_bbh_parameters`` with the likelihood), so every parameter still
+has posterior samples. Optionally relative binning (fiducial point = the injected parameters).
+Several runs per injection differ only in their seed (``reference_run``): their run-to-run JSD is
+the reference's own noise floor. Resumes from bilby's checkpoint when the rule reruns; a checkpoint
+made with other settings is discarded.
 """
 
 from __future__ import annotations
@@ -33,14 +37,31 @@ def _settings_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, threads: int = 1) -> dict:
-    """bilby + dynesty for injection ``index``; writes a bilby Result to ``out_path``.
+#: Parameters bilby's GravitationalWaveTransient can marginalise over, by config name.
+MARGINALIZED = {"distance": "luminosity_distance", "phase": "phase", "time": "geocent_time"}
 
-    The sampler works in ``<out dir>/sampler`` (checkpoints, bilby's own files); the result is
-    copied to ``out_path`` atomically only when sampling has finished.
+
+def marginalized(settings: dict, priors) -> list[str]:
+    """The config's marginalisations (``distance``, ``phase``, ``time``) whose parameter is sampled."""
+    from ..gw.priors import sampled_keys
+
+    free = set(sampled_keys(priors))
+    return [m for m in settings["comparison"]["likelihood"]["marginalization"] if MARGINALIZED[m] in free]
+
+
+def run_seed(settings: dict, index: int, run: int = 0) -> int:
+    """Seed of reference run ``run`` of injection ``index`` (run 0 keeps the seed of a single run)."""
+    return int(settings["seed"]) * 1000 + int(index) + 100_000 * int(run)
+
+
+def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, threads: int = 1, run: int = 0) -> dict:
+    """bilby + dynesty for injection ``index`` (reference run ``run``); writes a bilby Result to ``out_path``.
+
+    The sampler works in ``<out dir>/sampler`` (checkpoints, bilby's own files, the distance
+    lookup table); the result is copied to ``out_path`` atomically only when sampling has finished.
     """
     import bilby
-    from bilby.gw.conversion import generate_mass_parameters
+    from bilby.gw.conversion import generate_all_bbh_parameters, generate_mass_parameters
 
     cmp = settings["comparison"]
     inj = load_event(injections_path, index, ComparisonError)
@@ -49,16 +70,12 @@ def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, th
     truth = injected_parameters(priors_rel, inj["parameters"], settings["trigger_time"])
     dom = build_domain(settings)
     lk = cmp["likelihood"]
-    likelihood = build_likelihood(
-        dom, inj["strain"], inj["psd"], inj["start_time"], settings["waveform"]["approximant"],
-        settings["waveform"]["reference_frequency"], priors=priors, relative_binning=lk["relative_binning"],
-        fiducial_parameters=truth, epsilon=lk["epsilon"],
-    )
+    margs = marginalized(settings, priors_rel)
     out_path = Path(out_path)
     workdir = out_path.parent / "sampler"
     prov = make_provenance(
-        "bilby", {**stage_settings(settings, "bilby"), "injection": index}, inputs={"injections": injections_path},
-        texts={"prior_file": Path(settings["priors"]).read_text()},
+        "bilby", {**stage_settings(settings, "bilby"), "injection": index, "reference_run": int(run)},
+        inputs={"injections": injections_path}, texts={"prior_file": Path(settings["priors"]).read_text()},
     )
     # a checkpoint of other settings or data must not be resumed
     run_hash = _settings_hash({"settings": prov["settings"], "inputs": prov["inputs"]})
@@ -68,28 +85,44 @@ def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, th
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(run_hash + "\n")
+    original_priors = priors.copy()  # the likelihood fixes the marginalised parameters in `priors`
+    likelihood = build_likelihood(
+        dom, inj["strain"], inj["psd"], inj["start_time"], settings["waveform"]["approximant"],
+        settings["waveform"]["reference_frequency"], priors=priors, relative_binning=lk["relative_binning"],
+        fiducial_parameters=truth, epsilon=lk["epsilon"], marginalization=margs,
+        distance_lookup_table=workdir / "distance_lookup.npz",
+    )
     resumed = any(workdir.glob("*_resume.pickle"))
-    logger.info("bilby/dynesty for injection %d (network optimal SNR %.1f)%s", index, inj["snr"]["network_optimal"],
+    logger.info("bilby/dynesty for injection %d, reference run %d (network optimal SNR %.1f), marginalised over %s%s",
+                index, run, inj["snr"]["network_optimal"], ", ".join(margs) or "nothing",
                 ", resuming from its checkpoint" if resumed else "")
     s = cmp["sampler"]
-    # seeds dynesty's rstate and bilby's global generator (used when nested samples are resampled)
-    run_seed = int(settings["seed"]) * 1000 + index
-    bilby.core.utils.random.seed(run_seed)
+    # seeds dynesty's rstate and bilby's global generator (used when nested samples are resampled and
+    # when marginalised parameters are reconstructed)
+    seed = run_seed(settings, index, run)
+    bilby.core.utils.random.seed(seed)
     t0 = time.perf_counter()
     result = bilby.run_sampler(
         likelihood=likelihood, priors=priors, sampler="dynesty", outdir=str(workdir), label="dynesty",
         nlive=s["nlive"], sample=s["sample"], naccept=s["naccept"], dlogz=s["dlogz"], npool=max(1, int(threads)),
-        maxcall=s["max_calls"], check_point_delta_t=s["checkpoint_interval"], seed=run_seed, resume=True,
+        maxcall=s["max_calls"], check_point_delta_t=s["checkpoint_interval"], seed=seed, resume=True,
         check_point_plot=False,  # trace plots at every checkpoint cost more than the sampling between them
         injection_parameters=truth, plot=False, save="hdf5", print_method="interval-60",
+        # marginalised parameters are drawn back from their conditional posteriors (bilby's reconstruction)
+        conversion_function=generate_all_bbh_parameters if margs else None,
     )
     wall = time.perf_counter() - t0
+    if margs:
+        result.priors = original_priors  # the prior of every parameter, not the fixed values the sampler saw
     result.posterior = generate_mass_parameters(result.posterior)
     sampling_time = float(result.sampling_time.total_seconds() if hasattr(result.sampling_time, "total_seconds")
                           else result.sampling_time)
     result.meta_data["gwnpe"] = {
         "provenance": provenance.dumps(prov),
         "injection": index,
+        "reference_run": int(run),
+        "seed": seed,
+        "marginalized": [MARGINALIZED[m] for m in margs],
         "snr": inj["snr"],
         "search_parameters": sampled_keys(priors_rel),
         "sampling_time_s": sampling_time,
@@ -98,7 +131,7 @@ def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, th
         "likelihood": "relative_binning" if lk["relative_binning"] else "exact",
     }
     write_result(result, out_path)
-    logger.info("injection %d: %d posterior samples, log BF %.2f +- %.2f, %.0f s sampling, %s likelihood calls",
-                index, len(result.posterior), result.log_bayes_factor, result.log_evidence_err, sampling_time,
+    logger.info("injection %d, run %d: %d posterior samples, log BF %.2f +- %.2f, %.0f s sampling, %s likelihood calls",
+                index, run, len(result.posterior), result.log_bayes_factor, result.log_evidence_err, sampling_time,
                 result.num_likelihood_evaluations)
     return {"sampling_time": sampling_time, "n_posterior": len(result.posterior)}

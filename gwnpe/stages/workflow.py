@@ -20,7 +20,26 @@ def check_config(config: dict) -> dict:
     priors = load_priors(config["priors"], approximant=config["waveform"]["approximant"])
     check_signal_duration(config, priors)
     check_noise_curves(config)
+    check_marginalization(config)
     return config
+
+
+def check_marginalization(config: dict) -> None:
+    """Phase marginalisation of the reference runs only where it is exact ((2,2)-only aligned-spin
+    waveforms), checked when a comparison is on."""
+    from ..gw.likelihood import QUADRUPOLE_ALIGNED
+
+    cmp = config["comparison"]
+    if not cmp["injections"]:
+        return
+    approximant = config["waveform"]["approximant"]
+    if "phase" in cmp["likelihood"]["marginalization"] and approximant not in QUADRUPOLE_ALIGNED:
+        rest = [m for m in cmp["likelihood"]["marginalization"] if m != "phase"]
+        raise ConfigError(
+            f"comparison.likelihood.marginalization includes 'phase', but waveform.approximant = {approximant} has "
+            f"higher modes or precession, for which bilby's phase marginalisation is wrong (it is exact only for "
+            f"{', '.join(QUADRUPOLE_ALIGNED)}). Use comparison.likelihood.marginalization: {rest}."
+        )
 
 
 def check_noise_curves(config: dict) -> None:

@@ -192,5 +192,101 @@ def test_too_few_reference_samples_is_a_clear_error():
                                    meta_data={"gwnpe": {"injection": 2}})
     npe = bilby.core.result.Result(posterior=pd.DataFrame({"chirp_mass": np.linspace(28, 32, 100), "weights": 1.0}),
                                    meta_data={"gwnpe": {}})
-    with pytest.raises(ComparisonError, match="injection 2 has 3 posterior samples.*comparison.sampler.max_calls"):
+    with pytest.raises(ComparisonError, match=r"injection 2 \(reference run 0\) has 3 posterior samples.*comparison.sampler.max_calls"):
         compare_injection(ref, npe, ["chirp_mass"], 0, 0)
+
+
+def _result(samples: dict, meta: dict, priors=None):
+    import bilby
+    import pandas as pd
+
+    return bilby.core.result.Result(posterior=pd.DataFrame(samples), meta_data={"gwnpe": meta}, priors=priors,
+                                    log_bayes_factor=10.0, log_evidence_err=0.1, num_likelihood_evaluations=1000)
+
+
+def test_reference_floor_and_verdicts():
+    """Two reference runs of one posterior give the floor; an NPE posterior of the same distribution is
+    'indistinguishable', one shifted by a third of its width is not; with one run there is no verdict."""
+    from gwnpe.diagnostics.comparison import INDISTINGUISHABLE_MARGIN, compare_injection, jsd_verdict
+
+    assert jsd_verdict(0.003, 0.0015) == "indistinguishable"
+    assert jsd_verdict(0.004, 0.0015) == "distinguishable"
+    assert jsd_verdict(0.001, float("nan")) == "no floor (one reference run)"
+    rng = np.random.default_rng(5)
+    meta_b = {"injection": 0, "snr": {"network_optimal": 12.0}, "sampling_time_s": 100.0}
+    runs = [_result({"chirp_mass": rng.normal(30, 1, 800)}, {**meta_b, "reference_run": r, "seed": r}) for r in range(2)]
+    is_meta = {"npe_time_s": 1.0, "importance_sampling": {"time": 2.0, "log_bayes_factor": 10.0,
+                                                          "log_evidence_err": 0.1, "efficiency": 0.5, "ess": 5000,
+                                                          "pareto_k": 0.2}}
+    same = _result({"chirp_mass": rng.normal(30, 1, 20000), "weights": np.ones(20000)}, is_meta)
+    shifted = _result({"chirp_mass": rng.normal(30.35, 1, 20000), "weights": np.ones(20000)}, is_meta)
+    c = compare_injection(runs[0], same, ["chirp_mass"], 0, 0, other_runs=runs[1:])
+    row = next(r for r in c["jsd"] if r["method"] == "npe_is")
+    assert 0 <= row["floor"] < 0.005 and row["verdict"] == "indistinguishable"
+    assert row["n_reference"] == 800 and len(c["reference_runs"]) == 2
+    c = compare_injection(runs[0], shifted, ["chirp_mass"], 0, 0, other_runs=runs[1:])
+    row = next(r for r in c["jsd"] if r["method"] == "npe_is")
+    assert row["jsd"] > row["floor"] + INDISTINGUISHABLE_MARGIN and row["verdict"] == "distinguishable"
+    c = compare_injection(runs[0], same, ["chirp_mass"], 0, 0)
+    assert {r["verdict"] for r in c["jsd"]} == {"no floor (one reference run)"}
+
+
+FOUR_D_PRIOR = TWO_D_PRIOR.replace(
+    "luminosity_distance = 5000.0",
+    "luminosity_distance = bilby.gw.prior.UniformSourceFrame(name='luminosity_distance', minimum=3000.0, "
+    "maximum=9000.0)").replace("phase = 1.3", "phase = Uniform(name='phase', minimum=0.0, maximum=2 * np.pi, "
+                               "boundary='periodic')").replace("minimum=25.0, maximum=35.0", "minimum=27.5, maximum=30.5")
+
+
+@pytest.mark.slow
+def test_marginalised_reference_agrees_with_an_independent_evidence_and_reconstructs_parameters(two_d, tmp_path):
+    """Distance and phase marginalised by bilby (time is fixed in this prior, so its marginalisation is
+    skipped; bilby's distance lookup table takes most of this test's 4-5 minutes): the evidence matches prior importance sampling of the unmarginalised likelihood, and the
+    reconstructed distance and phase match its weighted posterior."""
+    import bilby
+
+    from gwnpe.gw.domain import build_domain
+    from gwnpe.gw.likelihood import build_likelihood, log_likelihood_ratios
+    from gwnpe.gw.priors import draw, fixed_parameters, load_priors
+    from gwnpe.products.injections import load_event
+    from gwnpe.stages.bilby import run_bilby_stage
+    from gwnpe.stages.injections import run_injections_stage
+    from gwnpe.stages.settings import stage_settings
+
+    cfg = copy.deepcopy(two_d["config"])
+    (tmp_path / "four_d.prior").write_text(FOUR_D_PRIOR)
+    (tmp_path / "inj.json").write_text(json.dumps({"chirp_mass": [29.0], "mass_ratio": [0.8],
+                                                    "luminosity_distance": [5000.0], "phase": [1.3]}))
+    cfg["priors"] = str(tmp_path / "four_d.prior")
+    cfg["injections"]["file"] = str(tmp_path / "inj.json")
+    cfg["comparison"]["likelihood"]["marginalization"] = ["distance", "phase", "time"]
+    psds = {ifo: two_d["dir"] / f"{ifo}_psd.txt" for ifo in cfg["detectors"]}
+    inj_path = tmp_path / "injections.h5"
+    run_injections_stage(stage_settings(cfg, "injections"), psd_paths=psds, out_path=inj_path)
+    out = tmp_path / "bilby" / "injection_0" / "run_0" / "result.hdf5"
+    run_bilby_stage(cfg, injections_path=inj_path, index=0, out_path=out, threads=1)
+    r = bilby.core.result.read_in_result(str(out))
+    assert r.meta_data["gwnpe"]["marginalized"] == ["luminosity_distance", "phase"]
+    assert set(r.search_parameter_keys) == {"chirp_mass", "mass_ratio"}
+    assert (out.parent / "sampler" / "distance_lookup.npz").is_file() and not (REPO / ".distance_marginalization_lookup.npz").exists()
+    # the stored prior is the user's, not the values the sampler fixed
+    assert r.priors["luminosity_distance"].minimum == 3000.0 and r.priors["phase"].maximum == pytest.approx(2 * np.pi)
+    post = r.posterior
+    assert post["luminosity_distance"].std() > 50 and post["phase"].std() > 0.1  # reconstructed, not fixed
+
+    priors = load_priors(cfg["priors"])
+    ev = load_event(inj_path, 0)
+    like = build_likelihood(build_domain(cfg), ev["strain"], ev["psd"], ev["start_time"],
+                            cfg["waveform"]["approximant"], cfg["waveform"]["reference_frequency"])
+    keys = ["chirp_mass", "mass_ratio", "luminosity_distance", "phase"]
+    theta = draw(priors, keys, 30000, np.random.default_rng(2))
+    fixed = fixed_parameters(priors)
+    fixed["geocent_time"] = fixed["geocent_time"] + cfg["trigger_time"]
+    ref = importance_weights(log_likelihood_ratios(like, theta, fixed), np.zeros(30000), np.zeros(30000))
+    assert ref["ess"] > 100
+    sigma = np.hypot(ref["log_evidence_err"], r.log_evidence_err)
+    assert abs(ref["log_evidence"] - r.log_bayes_factor) < 3 * sigma + 0.1, (ref["log_evidence"], r.log_bayes_factor, sigma)
+    for k, bounds, periodic in (("luminosity_distance", (3000.0, 9000.0), False), ("phase", (0, 2 * np.pi), True),
+                                ("chirp_mass", (27.5, 30.5), False)):
+        jsd, _ = js_divergence(theta[k], post[k].to_numpy(), weights_x=ref["weights"], bounds=bounds, periodic=periodic)
+        assert jsd < 0.05, (k, jsd)  # a wrong reconstruction (e.g. distance at the reference value) gives > 0.3
