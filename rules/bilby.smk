@@ -8,6 +8,7 @@ rule bilby:
     input:
         injections=results("injections/injections.h5"),
         priors=get_prior_file,
+        distance_lookup=get_distance_lookup,
     output:
         result=results("bilby/injection_{i}/run_{r}/result.hdf5"),
     params:
@@ -26,3 +27,23 @@ rule bilby:
         "../envs/gwnpe.yaml"
     script:
         "../scripts/bilby.py"
+
+
+rule distance_lookup:
+    """bilby's distance-marginalisation lookup table (minutes), built once and copied by every reference run."""
+    input:
+        priors=get_prior_file,
+    output:
+        table=results("bilby/distance_lookup.npz"),
+    params:
+        settings=settings("distance_lookup"),
+        code=code("distance_lookup"),
+    log:
+        logs("distance_lookup.log"),
+    benchmark:
+        benchmarks("distance_lookup.tsv")
+    priority: -10
+    conda:
+        "../envs/gwnpe.yaml"
+    script:
+        "../scripts/distance_lookup.py"

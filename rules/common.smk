@@ -3,7 +3,7 @@ from snakemake.exceptions import WorkflowError
 
 from gwnpe.errors import GwnpeError
 from gwnpe.stages.settings import stage_code, stage_settings
-from gwnpe.stages.workflow import check_config, comparison_indices, injection_count
+from gwnpe.stages.workflow import check_config, comparison_indices, injection_count, needs_distance_lookup
 
 # Validate once at load time: a wrong key, type, range or prior stops here, before any job.
 try:
@@ -82,6 +82,14 @@ try:
     COMPARED = comparison_indices(config["comparison"], N_INJECTIONS)
 except GwnpeError as exc:
     raise WorkflowError(f"gwnpe configuration error: {exc}") from None
+
+
+NEEDS_DISTANCE_LOOKUP = bool(COMPARED) and needs_distance_lookup(config)
+
+
+def get_distance_lookup(wildcards=None):
+    """The shared distance lookup table where the reference runs marginalise over distance, else nothing."""
+    return [results("bilby/distance_lookup.npz")] if NEEDS_DISTANCE_LOOKUP else []
 
 
 def get_comparison_outputs(wildcards=None):

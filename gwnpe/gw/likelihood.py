@@ -68,6 +68,18 @@ def interferometers(domain: FrequencyDomain, strain: dict, psds: dict, start_tim
 QUADRUPOLE_ALIGNED = ("IMRPhenomD", "IMRPhenomXAS", "SEOBNRv4_ROM", "TaylorF2")
 
 
+#: Parameters bilby's GravitationalWaveTransient can marginalise over, by config name.
+MARGINALIZED = {"distance": "luminosity_distance", "phase": "phase", "time": "geocent_time"}
+
+
+def marginalized(requested, priors) -> list[str]:
+    """The requested marginalisations (``distance``, ``phase``, ``time``) whose parameter ``priors`` samples."""
+    from .priors import sampled_keys
+
+    free = set(sampled_keys(priors))
+    return [m for m in requested if MARGINALIZED[m] in free]
+
+
 def build_likelihood(domain: FrequencyDomain, strain: dict, psds: dict, start_time: float, approximant: str,
                      reference_frequency: float, priors=None, relative_binning: bool = False,
                      fiducial_parameters: dict | None = None, epsilon: float = 0.5,

@@ -16,14 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
 
 from .. import provenance
 from ..errors import ComparisonError
-from ..gw.domain import build_domain
-from ..gw.likelihood import build_likelihood
+from ..gw.domain import build_domain, segment_start
+from ..gw.likelihood import MARGINALIZED, build_likelihood, marginalized
 from ..gw.priors import injected_parameters, load_priors, sampled_keys, to_absolute_time
 from ..products.common import make_provenance
 from ..products.injections import load_event
@@ -37,28 +38,45 @@ def _settings_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-#: Parameters bilby's GravitationalWaveTransient can marginalise over, by config name.
-MARGINALIZED = {"distance": "luminosity_distance", "phase": "phase", "time": "geocent_time"}
-
-
-def marginalized(settings: dict, priors) -> list[str]:
-    """The config's marginalisations (``distance``, ``phase``, ``time``) whose parameter is sampled."""
-    from ..gw.priors import sampled_keys
-
-    free = set(sampled_keys(priors))
-    return [m for m in settings["comparison"]["likelihood"]["marginalization"] if MARGINALIZED[m] in free]
-
-
 def run_seed(settings: dict, index: int, run: int = 0) -> int:
     """Seed of reference run ``run`` of injection ``index`` (run 0 keeps the seed of a single run)."""
     return int(settings["seed"]) * 1000 + int(index) + 100_000 * int(run)
 
 
-def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, threads: int = 1, run: int = 0) -> dict:
+def run_distance_lookup_stage(settings: dict, *, out_path) -> None:
+    """bilby's distance-marginalisation lookup table for the run's distance prior (minutes on one core).
+
+    The table depends only on the distance prior and on whether the phase is marginalised too (bilby
+    checks both when it loads one), so one table serves every reference run; each copies it.
+    """
+    import numpy as np
+
+    priors_rel = load_priors(settings["priors"], approximant=settings["waveform"]["approximant"])
+    margs = marginalized(settings["comparison"]["likelihood"]["marginalization"], priors_rel)
+    if "distance" not in margs:
+        raise ComparisonError(f"the prior '{settings['priors']}' does not sample luminosity_distance or "
+                              "comparison.likelihood.marginalization has no 'distance': no lookup table is needed.")
+    dom = build_domain(settings)
+    start = segment_start(settings["trigger_time"], settings["domain"])
+    zeros = {ifo: np.zeros(len(dom), complex) for ifo in settings["detectors"]}
+    flat = {ifo: np.ones(len(dom)) for ifo in settings["detectors"]}  # the table does not depend on the data
+    out_path = Path(out_path)
+    tmp = out_path.with_name(out_path.stem + ".partial.npz")
+    tmp.unlink(missing_ok=True)
+    build_likelihood(dom, zeros, flat, start, settings["waveform"]["approximant"], settings["waveform"]["reference_frequency"],
+                     priors=to_absolute_time(priors_rel, settings["trigger_time"]), marginalization=margs,
+                     distance_lookup_table=tmp)
+    os.replace(tmp, out_path)
+    logger.info("distance lookup table for %s -> %s", settings["priors"], out_path)
+
+
+def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, threads: int = 1, run: int = 0,
+                    distance_lookup=None) -> dict:
     """bilby + dynesty for injection ``index`` (reference run ``run``); writes a bilby Result to ``out_path``.
 
-    The sampler works in ``<out dir>/sampler`` (checkpoints, bilby's own files, the distance
-    lookup table); the result is copied to ``out_path`` atomically only when sampling has finished.
+    The sampler works in ``<out dir>/sampler`` (checkpoints, bilby's own files, its copy of the
+    distance lookup table ``distance_lookup``, else one built there); the result is copied to
+    ``out_path`` atomically only when sampling has finished.
     """
     import bilby
     from bilby.gw.conversion import generate_all_bbh_parameters, generate_mass_parameters
@@ -70,7 +88,7 @@ def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, th
     truth = injected_parameters(priors_rel, inj["parameters"], settings["trigger_time"])
     dom = build_domain(settings)
     lk = cmp["likelihood"]
-    margs = marginalized(settings, priors_rel)
+    margs = marginalized(settings["comparison"]["likelihood"]["marginalization"], priors_rel)
     out_path = Path(out_path)
     workdir = out_path.parent / "sampler"
     prov = make_provenance(
@@ -86,11 +104,14 @@ def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, th
     workdir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(run_hash + "\n")
     original_priors = priors.copy()  # the likelihood fixes the marginalised parameters in `priors`
+    table = workdir / "distance_lookup.npz"
+    if "distance" in margs and distance_lookup is not None and not table.exists():
+        shutil.copyfile(distance_lookup, table)  # bilby checks that it fits this prior (and rebuilds it if not)
     likelihood = build_likelihood(
         dom, inj["strain"], inj["psd"], inj["start_time"], settings["waveform"]["approximant"],
         settings["waveform"]["reference_frequency"], priors=priors, relative_binning=lk["relative_binning"],
         fiducial_parameters=truth, epsilon=lk["epsilon"], marginalization=margs,
-        distance_lookup_table=workdir / "distance_lookup.npz",
+        distance_lookup_table=table,
     )
     resumed = any(workdir.glob("*_resume.pickle"))
     logger.info("bilby/dynesty for injection %d, reference run %d (network optimal SNR %.1f), marginalised over %s%s",

@@ -57,6 +57,7 @@ STAGES: dict[str, Stage] = {
     "provenance": Stage("gwnpe.stages.report", ("*",)),
     "bilby": Stage("gwnpe.stages.bilby", (*_EVENT, "comparison.sampler", "comparison.likelihood"),
                    ("comparison.sampler.checkpoint_interval",)),
+    "distance_lookup": Stage("gwnpe.stages.bilby", (*_EVENT, "comparison.likelihood.marginalization")),
     "importance_sampling": Stage("gwnpe.stages.importance_sampling", (*_EVENT, "comparison.n_samples")),
     "compare": Stage("gwnpe.stages.compare", ("seed", "priors", "comparison.jsd_bootstrap")),
     "compare_corner": Stage("gwnpe.stages.compare", ()),

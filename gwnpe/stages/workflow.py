@@ -24,6 +24,17 @@ def check_config(config: dict) -> dict:
     return config
 
 
+def needs_distance_lookup(config: dict) -> bool:
+    """Whether the comparison's reference runs marginalise over distance (and so need bilby's lookup table)."""
+    from ..gw.likelihood import marginalized
+    from ..gw.priors import load_priors
+
+    if not config["comparison"]["injections"]:
+        return False
+    priors = load_priors(config["priors"], approximant=config["waveform"]["approximant"])
+    return "distance" in marginalized(config["comparison"]["likelihood"]["marginalization"], priors)
+
+
 def check_marginalization(config: dict) -> None:
     """Phase marginalisation of the reference runs only where it is exact ((2,2)-only aligned-spin
     waveforms), checked when a comparison is on."""

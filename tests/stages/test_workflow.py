@@ -57,22 +57,32 @@ def test_tiny_workflow_compares_with_bilby(tiny_run):
 
     wd, _ = tiny_run
     out = wd / "results/tiny"
-    for rel in ("bilby/injection_6/result.hdf5", "bilby/injection_6/bilby.log", "importance_sampling/injection_6.hdf5",
+    for rel in ("bilby/injection_6/run_0/result.hdf5", "bilby/injection_6/run_1/result.hdf5",
+                "bilby/injection_6/run_0/bilby.log", "importance_sampling/injection_6.hdf5",
                 "comparison/jsd_table.csv", "comparison/times.csv", "comparison/evidence.csv", "comparison/corner_6.png"):
         assert (out / rel).exists(), rel
     assert not (out / "bilby/injection_1").exists()
     jsd = pd.read_csv(out / "comparison/jsd.csv")
     assert len(jsd) == 9 * 2 and set(jsd.method) == {"npe", "npe_is"} and set(jsd.injection) == {6}
     assert ((jsd.jsd >= 0) & (jsd.jsd <= np.log(2) + 1e-9)).all()
+    # the reference's own floor (run 0 vs run 1, other seeds) and a verdict beside every JSD
+    assert ((jsd.floor >= 0) & (jsd.floor <= np.log(2) + 1e-9)).all()
+    assert set(jsd.verdict) <= {"indistinguishable", "distinguishable"}
+    runs = [bilby.core.result.read_in_result(str(out / f"bilby/injection_6/run_{r}/result.hdf5")) for r in (0, 1)]
+    assert runs[0].meta_data["gwnpe"]["seed"] != runs[1].meta_data["gwnpe"]["seed"]
+    assert runs[0].meta_data["gwnpe"]["marginalized"] == ["phase", "geocent_time"]
+    for k in ("phase", "geocent_time", "luminosity_distance"):  # reconstructed or sampled: every parameter has samples
+        assert runs[0].posterior[k].std() > 0, k
     summary = json.loads((out / "comparison/summary.json").read_text())
     one = summary["per_injection"]["6"]
     assert one["time_ratio_npe"] == pytest.approx(one["bilby"]["sampling_time_s"] / one["npe"]["time_s"])
-    assert set(summary["aggregate"]["goals"]) == {"jsd_npe_is_max_below_0.002", "is_efficiency_median_above_10pc",
+    assert set(summary["aggregate"]["goals"]) == {"jsd_npe_is_max_below_0.002", "npe_is_indistinguishable_from_the_reference",
+                                                  "is_efficiency_median_above_10pc",
                                                   "log_bayes_factor_within_2_sigma", "npe_1000x_faster"}
     r = bilby.core.result.read_in_result(str(out / "importance_sampling/injection_6.hdf5"))
     assert len(r.posterior) == 2000 and r.posterior["weights"].mean() == pytest.approx(1.0)
     assert r.injection_parameters["chirp_mass"] == pytest.approx(
-        bilby.core.result.read_in_result(str(out / "bilby/injection_6/result.hdf5")).injection_parameters["chirp_mass"])
+        runs[0].injection_parameters["chirp_mass"])
 
 
 # Outputs that record wall times or the machine: compared by content below, not by bytes.
@@ -101,7 +111,7 @@ def test_two_runs_of_the_same_config_are_byte_identical(tiny_run, tmp_path):
     differ = [f for f in compared if sha256(out1 / f) != sha256(out2 / f)]
     assert not differ, differ
     # files that carry wall times: their samples are identical
-    for rel in ("posteriors/injection_0.hdf5", "importance_sampling/injection_6.hdf5", "bilby/injection_6/result.hdf5"):
+    for rel in ("posteriors/injection_0.hdf5", "importance_sampling/injection_6.hdf5", "bilby/injection_6/run_1/result.hdf5"):
         a = bilby.core.result.read_in_result(str(out1 / rel)).posterior
         b = bilby.core.result.read_in_result(str(out2 / rel)).posterior
         assert a.equals(b), rel
@@ -200,10 +210,18 @@ def test_nan_strain_fails_the_psd_stage_and_leaves_no_psd(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["config.yaml", "production.yaml"])
-def test_shipped_configs_build_their_dag(name):
-    """`snakemake -n` resolves the whole DAG of the laptop default and of the production config."""
-    res = subprocess.run([SNAKEMAKE, "-n", "--forceall", "--configfile", f"config/{name}", "--directory", str(REPO)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize("names", [("config.yaml",), ("production.yaml",), ("config.yaml", "validation.yaml")])
+def test_shipped_configs_build_their_dag(names):
+    """`snakemake -n` resolves the whole DAG of the laptop default, of the production config and of the
+    validation laid over the default (two reference runs per compared injection, one lookup table)."""
+    from tests.workflow import job_stats
+
+    res = subprocess.run([SNAKEMAKE, "-n", "--forceall", "--configfile", *[f"config/{n}" for n in names],
+                          "--directory", str(REPO)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "pp" in res.stdout and "train" in res.stdout
+    jobs = job_stats(res.stdout)
+    if names == ("config.yaml",):
+        assert jobs["bilby"] == 2 and jobs["distance_lookup"] == 1 and jobs["importance_sampling"] == 1
+    if "validation.yaml" in names:
+        assert jobs["bilby"] == 16 and jobs["distance_lookup"] == 1 and jobs["importance_sampling"] == 8
