@@ -132,14 +132,23 @@ def cmd_sample(args) -> int:
     if not psd_files:
         logging.getLogger("gwnpe").info("no --psd given: using the PSDs the model was trained with")
     psds = analysis_psds(model, {ifo: psd_on_domain(p, dom) for ifo, p in psd_files.items()}, window_factor)
-    out = sample_posterior(model, strain, psds, args.n, start_time=start, seed=args.seed, device=args.device)
+    if args.target_ess is not None:
+        args.importance_sampling = True
+    if args.workers < 0:
+        raise GwnpeError(f"--workers {args.workers}: give 0 (no dask) or a number of worker processes.")
+    if args.target_ess is not None:
+        out = None  # drawn batch by batch below
+    else:
+        out = sample_posterior(model, strain, psds, args.n, start_time=start, seed=args.seed, device=args.device)
     if injection is not None and "geocent_time" in injection:
         injection = {**injection, "geocent_time": injection["geocent_time"] + model.settings["trigger_time"]}
-    meta = {"strain": args.strain, "psd": args.psd or "model", "acceptance": out["acceptance"]}
+    meta = {"strain": args.strain, "psd": args.psd or "model"}
     extra = evidence = None
-    message = f"{args.n} samples in {out['sampling_time']:.2f} s"
     if args.importance_sampling:
-        from .inference.importance_sampling import importance_result_fields, importance_sample, warn_if_inefficient
+        import contextlib
+
+        from .inference.importance_sampling import (importance_result_fields, importance_sample,
+                                                    importance_sample_to_target, warn_if_inefficient)
 
         wf = model.settings.get("waveform", {})
         approximant = args.approximant or wf.get("approximant")
@@ -147,12 +156,29 @@ def cmd_sample(args) -> int:
         if approximant is None or f_ref is None:
             raise GwnpeError(f"model '{args.model}' does not record its waveform model; give --approximant and "
                              "--reference-frequency (the run's waveform.approximant / waveform.reference_frequency).")
-        res = importance_sample(model, strain, psds, start, out["samples"], out["log_q"], args.n / out["acceptance"],
-                                approximant, f_ref)
+        with contextlib.ExitStack() as stack:
+            client = None
+            if args.workers:
+                from .stages.cluster import dask_client
+
+                client = stack.enter_context(dask_client({"cluster": "local", "n_workers": args.workers}, args.workers))
+            if args.target_ess is not None:
+                res = importance_sample_to_target(
+                    model, strain, psds, start, approximant, f_ref, target_ess=args.target_ess,
+                    max_samples=args.max_samples or 20 * args.n, batch_size=args.n,
+                    seed=0 if args.seed is None else args.seed, client=client, device=args.device)
+                out = {"samples": res["samples"], "log_q": res["log_q"], "sampling_time": res["npe_time"],
+                       "acceptance": res["n"] / res["n_drawn"]}
+            else:
+                res = importance_sample(model, strain, psds, start, out["samples"], out["log_q"],
+                                        args.n / out["acceptance"], approximant, f_ref, client=client)
         warn_if_inefficient(res)
         extra, evidence, meta["importance_sampling"] = importance_result_fields(res)
-        message += (f"; importance sampling {res['time']:.1f} s: efficiency {res['efficiency']:.1%}, "
-                    f"log BF {res['log_bayes_factor']:.2f} +- {res['log_evidence_err']:.2f}")
+    meta["acceptance"] = out["acceptance"]
+    message = f"{len(out['log_q'])} samples in {out['sampling_time']:.2f} s"
+    if args.importance_sampling:
+        message += (f"; importance sampling {res['time']:.1f} s: ESS {res['ess']:.0f}, efficiency {res['efficiency']:.1%}, "
+                    f"Pareto k-hat {res['pareto_k']:.2f}, log BF {res['log_bayes_factor']:.2f} +- {res['log_evidence_err']:.2f}")
     save_result(args.output, model, model_priors(model), out["samples"], out["log_q"], out["sampling_time"], label=args.label,
                 injection_parameters=injection, meta_data=meta, extra_columns=extra, evidence=evidence)
     print(f"{message} (total {time.perf_counter() - t0:.2f} s) -> {args.output}")
@@ -210,6 +236,13 @@ def main(argv=None) -> int:
     sp.add_argument("--importance-sampling", action="store_true",
                     help="reweight the samples with the exact bilby likelihood (NPE+IS): adds columns weights, "
                          "log_likelihood, log_prior and the evidence to the result")
+    sp.add_argument("--target-ess", type=float, default=None,
+                    help="importance-sample in batches of -n until the effective sample size reaches this (implies "
+                         "--importance-sampling)")
+    sp.add_argument("--max-samples", type=int, default=None,
+                    help="sample budget for --target-ess (default 20 batches of -n); stops there with a warning")
+    sp.add_argument("--workers", type=int, default=0,
+                    help="dask worker processes for the likelihoods of importance sampling (default 0: in this process)")
     sp.add_argument("--approximant", help="waveform model for --importance-sampling (default: the model's)")
     sp.add_argument("--reference-frequency", type=float, help="[Hz] for --importance-sampling (default: the model's)")
     sp.set_defaults(func=cmd_sample)

@@ -19,6 +19,27 @@ EVIDENCE_MAX_PARETO_K = 0.7
 #: Fewest bilby posterior samples a JSD is computed from.
 MIN_REFERENCE_SAMPLES = 10
 
+#: Sampler settings bilby recommends for results one publishes (its dynesty guide): below them a
+#: reference is a smoke test, not a converged posterior.
+CONVERGED_NLIVE = 1000
+CONVERGED_NACCEPT = 60
+
+
+def reference_quality(sampler: dict) -> str:
+    """``converged (...)`` for bilby's publication settings (nlive >= 1000, naccept >= 60, no call cap),
+    else ``smoke (...)`` naming what falls short."""
+    short = []
+    if sampler["nlive"] < CONVERGED_NLIVE:
+        short.append(f"nlive {sampler['nlive']} < {CONVERGED_NLIVE}")
+    if sampler["sample"] == "acceptance-walk" and sampler["naccept"] < CONVERGED_NACCEPT:
+        short.append(f"naccept {sampler['naccept']} < {CONVERGED_NACCEPT}")
+    if sampler.get("max_calls") is not None:
+        short.append(f"capped at {sampler['max_calls']} calls")
+    if short:
+        return "smoke (" + ", ".join(short) + "): not a converged reference; config/validation.yaml is"
+    return f"converged (nlive {sampler['nlive']}, {sampler['sample']}, naccept {sampler['naccept']})"
+
+
 #: A JSD within the reference's run-to-run JSD plus this margin [nat] is "indistinguishable".
 INDISTINGUISHABLE_MARGIN = 0.002
 

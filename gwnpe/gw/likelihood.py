@@ -113,8 +113,11 @@ def build_likelihood(domain: FrequencyDomain, strain: dict, psds: dict, start_ti
     if relative_binning:
         if fiducial_parameters is None:
             raise GwnpeError("relative binning needs fiducial parameters (e.g. the injected values).")
+        fiducial = dict(fiducial_parameters)
+        if "time" in margs:
+            fiducial.setdefault("time_jitter", 0.0)  # bilby evaluates the fiducial point with the jitter parameter
         return bilby.gw.likelihood.RelativeBinningGravitationalWaveTransient(
-            fiducial_parameters=dict(fiducial_parameters), epsilon=epsilon, **kwargs)
+            fiducial_parameters=fiducial, epsilon=epsilon, **kwargs)
     return bilby.gw.likelihood.GravitationalWaveTransient(**kwargs)
 
 

@@ -20,7 +20,7 @@ from scipy.special import logsumexp
 from ..errors import GwnpeError, ImportanceSamplingWarning
 from ..gw.likelihood import build_likelihood, log_likelihood_ratios
 from ..gw.priors import fixed_parameters, to_absolute_time
-from .sampling import model_domain, model_priors
+from .sampling import model_domain, model_priors, sample_posterior
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +103,13 @@ def importance_result_fields(res: dict) -> tuple[dict, dict, dict]:
     evidence = {k: res[k] for k in ("log_evidence", "log_evidence_err", "log_noise_evidence", "log_bayes_factor")}
     summary = {k: res[k] for k in ("ess", "efficiency", "pareto_k", "log_evidence", "log_evidence_err",
                                    "log_noise_evidence", "log_bayes_factor", "n", "n_drawn", "time")}
+    summary.update({k: res[k] for k in ("target_ess", "reached", "n_batches") if k in res})
     return columns, evidence, summary
 
 
 def importance_sample(model, strain: dict, psds: dict, start_time: float, samples: dict, log_q: np.ndarray,
-                      n_drawn: int, approximant: str, reference_frequency: float) -> dict:
+                      n_drawn: int, approximant: str, reference_frequency: float, client=None,
+                      chunk_size: int = 1000) -> dict:
     """Reweight NPE samples of one event with the exact bilby likelihood and the model's prior.
 
     Parameters
@@ -118,6 +120,8 @@ def importance_sample(model, strain: dict, psds: dict, start_time: float, sample
         Flow density of each sample.
     n_drawn : int
         Flow draws that gave these samples (see :func:`importance_weights`).
+    client : distributed.Client, optional
+        Likelihoods on its workers, in chunks of ``chunk_size`` (same values as serially).
 
     Returns
     -------
@@ -131,11 +135,113 @@ def importance_sample(model, strain: dict, psds: dict, start_time: float, sample
     theta = {k: np.asarray(samples[k], float) for k in names}
     log_prior = priors.ln_prob(theta, axis=0)
     like = build_likelihood(model_domain(model), strain, psds, start_time, approximant, reference_frequency)
-    fixed = fixed_parameters(model_priors(model))
-    log_l = log_likelihood_ratios(like, theta, fixed)
+    if client is None:
+        log_l = log_likelihood_ratios(like, theta, fixed_parameters(model_priors(model)))
+    else:
+        log_l = log_likelihoods(likelihood_spec(model, strain, psds, start_time, approximant, reference_frequency),
+                                theta, client, chunk_size)
     out = importance_weights(log_l, log_prior, log_q, n_drawn)
     noise = float(like.noise_log_likelihood())
     out.update(log_likelihood=log_l, log_prior=np.asarray(log_prior, float), log_noise_evidence=noise,
                log_bayes_factor=out["log_evidence"], time=time.perf_counter() - t0)
     out["log_evidence"] = out["log_bayes_factor"] + noise
+    return out
+
+
+# ----------------------------------------------------------------------------- to a target ESS
+
+
+def likelihood_spec(model, strain: dict, psds: dict, start_time: float, approximant: str,
+                    reference_frequency: float) -> dict:
+    """Everything that defines an event's exact likelihood, as plain data (shipped to dask workers,
+    which rebuild the bilby likelihood from it: bilby objects are not sent over the wire)."""
+    dom = model_domain(model)
+    return {"domain": (dom.f_min, dom.f_max, dom.duration, dom.sampling_frequency),
+            "strain": {k: np.asarray(v, complex) for k, v in strain.items()},
+            "psds": {k: np.asarray(v, float) for k, v in psds.items()}, "start_time": float(start_time),
+            "approximant": approximant, "reference_frequency": float(reference_frequency),
+            "fixed": fixed_parameters(model_priors(model))}
+
+
+def chunk_log_likelihood(spec: dict, theta: dict) -> np.ndarray:
+    """log likelihood ratios of one chunk of samples (a dask task; also the serial path)."""
+    from ..gw.domain import FrequencyDomain
+
+    like = build_likelihood(FrequencyDomain(*spec["domain"]), spec["strain"], spec["psds"], spec["start_time"],
+                            spec["approximant"], spec["reference_frequency"])
+    return log_likelihood_ratios(like, theta, spec["fixed"])
+
+
+def log_likelihoods(spec: dict, theta: dict, client=None, chunk_size: int = 1000) -> np.ndarray:
+    """log likelihood ratios of all samples, in chunks of ``chunk_size``, on ``client``'s dask workers
+    when given (results gathered in order: identical to the serial computation)."""
+    n = len(next(iter(theta.values())))
+    chunks = [{k: v[i:i + chunk_size] for k, v in theta.items()} for i in range(0, n, chunk_size)]
+    if client is None:
+        parts = [chunk_log_likelihood(spec, c) for c in chunks]
+    else:
+        spec_f = client.scatter([spec], broadcast=True)[0]  # a list: scatter would split a dict by key
+        parts = client.gather(client.map(chunk_log_likelihood, [spec_f] * len(chunks), chunks, pure=False))
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def importance_sample_to_target(model, strain: dict, psds: dict, start_time: float, approximant: str,
+                                reference_frequency: float, *, target_ess: float, max_samples: int,
+                                batch_size: int = 10000, seed: int = 0, client=None, chunk_size: int = 1000,
+                                device: str = "cpu") -> dict:
+    """Draw NPE samples and reweight them in batches until the ESS reaches ``target_ess`` or
+    ``max_samples`` samples have been drawn.
+
+    Batch ``b`` is drawn with seed ``seed + b``; the weights, ESS, Pareto k-hat and evidence are those
+    of all batches together (:func:`importance_weights`, with every flow draw counted in the
+    evidence's mean), so stopping early never biases them: the estimate after b batches is an ordinary
+    importance-sampling estimate of b * batch_size samples. Likelihoods are computed on ``client``'s
+    dask workers when given, with weights identical to the serial run.
+
+    Returns
+    -------
+    The dict of :func:`importance_sample` plus ``samples`` (all batches), ``log_q``, ``npe_time``
+    (flow sampling [s]), ``n_batches``, ``target_ess`` and ``reached`` (whether ESS >= target).
+    """
+    if target_ess <= 0 or max_samples < 1 or batch_size < 1:
+        raise GwnpeError(f"target ESS {target_ess}, sample budget {max_samples} and batch size {batch_size} must be positive.")
+    t0 = time.perf_counter()
+    spec = likelihood_spec(model, strain, psds, start_time, approximant, reference_frequency)
+    priors = to_absolute_time(model_priors(model), model.settings["trigger_time"])
+    names = list(model.parameter_names)
+    samples, log_q, log_l, log_prior = [], [], [], []
+    n_drawn = 0.0
+    npe_time = 0.0
+    out = None
+    b = 0
+    while sum(len(q) for q in log_q) < max_samples:
+        n = min(batch_size, max_samples - sum(len(q) for q in log_q))
+        post = sample_posterior(model, strain, psds, n, start_time=start_time, seed=seed + b, device=device)
+        npe_time += post["sampling_time"]
+        theta = {k: np.asarray(post["samples"][k], float) for k in names}
+        samples.append(post["samples"])
+        log_q.append(post["log_q"])
+        log_prior.append(np.asarray(priors.ln_prob(theta, axis=0), float))
+        log_l.append(log_likelihoods(spec, theta, client, chunk_size))
+        n_drawn += n / post["acceptance"]
+        b += 1
+        out = importance_weights(np.concatenate(log_l), np.concatenate(log_prior), np.concatenate(log_q),
+                                 int(round(n_drawn)))
+        logger.info("importance sampling batch %d: %d samples, ESS %.0f (target %.0f), efficiency %.2f%%",
+                    b, out["n"], out["ess"], target_ess, 100 * out["efficiency"])
+        if out["ess"] >= target_ess:
+            break
+    noise = float(build_likelihood(model_domain(model), strain, psds, start_time, approximant,
+                                   reference_frequency).noise_log_likelihood())
+    out.update(log_likelihood=np.concatenate(log_l), log_prior=np.concatenate(log_prior), log_noise_evidence=noise,
+               log_bayes_factor=out["log_evidence"], log_q=np.concatenate(log_q), npe_time=npe_time,
+               samples={k: np.concatenate([s[k] for s in samples]) for k in samples[0]}, n_batches=b,
+               target_ess=float(target_ess), reached=bool(out["ess"] >= target_ess))
+    out["log_evidence"] = out["log_bayes_factor"] + noise
+    out["time"] = time.perf_counter() - t0 - npe_time
+    if not out["reached"]:
+        msg = (f"importance sampling stopped at the sample budget of {max_samples} with ESS {out['ess']:.0f} < target "
+               f"{target_ess:.0f} (efficiency {out['efficiency']:.3%}): raise the budget or improve the proposal.")
+        logger.warning(msg)
+        warnings.warn(msg, ImportanceSamplingWarning, stacklevel=2)
     return out

@@ -128,7 +128,9 @@ def run_bilby_stage(settings: dict, *, injections_path, index: int, out_path, th
         nlive=s["nlive"], sample=s["sample"], naccept=s["naccept"], dlogz=s["dlogz"], npool=max(1, int(threads)),
         maxcall=s["max_calls"], check_point_delta_t=s["checkpoint_interval"], seed=seed, resume=True,
         check_point_plot=False,  # trace plots at every checkpoint cost more than the sampling between them
-        injection_parameters=truth, plot=False, save="hdf5", print_method="interval-60",
+        # bilby converts the injection too, and its time-marginalised likelihood expects the jitter parameter
+        injection_parameters={**truth, "time_jitter": 0.0} if "time" in margs else truth,
+        plot=False, save="hdf5", print_method="interval-60",
         # marginalised parameters are drawn back from their conditional posteriors (bilby's reconstruction)
         conversion_function=generate_all_bbh_parameters if margs else None,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..diagnostics.comparison import aggregate, compare_injection
+from ..diagnostics.comparison import aggregate, compare_injection, reference_quality
 from ..diagnostics.plots import overlay_figure
 from ..errors import ComparisonError
 from ..gw.priors import load_priors, sampled_keys
@@ -47,7 +47,8 @@ def run_compare_stage(settings: dict, *, indices: list[int], bilby_paths: list, 
         per[str(i)] = c
     jsd = pd.DataFrame(rows)
     agg = aggregate(per, jsd, indices)
-    summary = {"aggregate": agg, "per_injection": per, "reference": "bilby run 0 of each injection; floor = JSD of runs 0 and 1 (other seeds); verdict "
+    quality = reference_quality(cmp["sampler"])
+    summary = {"aggregate": agg, "per_injection": per, "reference_quality": quality, "reference": "bilby run 0 of each injection; floor = JSD of runs 0 and 1 (other seeds); verdict "
                "'indistinguishable' when the JSD is within floor + 0.002 nat",
                "estimator": "binned Gaussian KDE with one Scott bandwidth for both sets (robust scale), periodic "
                "parameters wrapped, bounded ones reflected at the prior edges, nats; error = bootstrap standard "
@@ -66,7 +67,7 @@ def run_compare_stage(settings: dict, *, indices: list[int], bilby_paths: list, 
     wide = pd.DataFrame(cols).reindex(parameters)
     wide.index.name = "parameter"
     write_table(out_dir / "jsd_table.csv", wide, float_format="%.4f")
-    times = pd.DataFrame([{"injection": int(i), "network SNR": c["snr"]["network_optimal"],
+    times = pd.DataFrame([{"injection": int(i), "reference": quality, "network SNR": c["snr"]["network_optimal"],
                            "bilby [s]": c["bilby"]["sampling_time_s"], "NPE [s]": c["npe"]["time_s"],
                            "NPE+IS [s]": c["npe_is"]["time_s"], "bilby/NPE": c["time_ratio_npe"],
                            "bilby/(NPE+IS)": c["time_ratio_npe_is"],
@@ -83,6 +84,7 @@ def run_compare_stage(settings: dict, *, indices: list[int], bilby_paths: list, 
                         "IS ESS": c["npe_is"]["ess"], "IS Pareto k-hat": c["npe_is"]["pareto_k"]} for i, c in per.items()])
     write_table(out_dir / "evidence.csv", ev, index=False, float_format="%.4g")
     write_json(out_dir / "summary.json", summary, newline=True, indent=2, default=float)
+    logger.info("reference: %s", quality)
     logger.info("comparison of %d injections: max JSD NPE %.4f / NPE+IS %.4f nat; median IS efficiency %.1f%%; "
                 "min time ratio %.0f", len(indices), agg["jsd_max_nat"]["npe"], agg["jsd_max_nat"]["npe_is"],
                 100 * agg["is_efficiency_median"], agg["time_ratio_npe_min"])

@@ -59,7 +59,7 @@ STAGES: dict[str, Stage] = {
                    ("comparison.sampler.checkpoint_interval",)),
     "distance_lookup": Stage("gwnpe.stages.bilby", (*_EVENT, "comparison.likelihood.marginalization")),
     "importance_sampling": Stage("gwnpe.stages.importance_sampling", (*_EVENT, "comparison.n_samples")),
-    "compare": Stage("gwnpe.stages.compare", ("seed", "priors", "comparison.jsd_bootstrap")),
+    "compare": Stage("gwnpe.stages.compare", ("seed", "priors", "comparison.jsd_bootstrap", "comparison.sampler")),
     "compare_corner": Stage("gwnpe.stages.compare", ()),
 }
 

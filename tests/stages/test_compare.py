@@ -290,3 +290,14 @@ def test_marginalised_reference_agrees_with_an_independent_evidence_and_reconstr
                                 ("chirp_mass", (27.5, 30.5), False)):
         jsd, _ = js_divergence(theta[k], post[k].to_numpy(), weights_x=ref["weights"], bounds=bounds, periodic=periodic)
         assert jsd < 0.05, (k, jsd)  # a wrong reconstruction (e.g. distance at the reference value) gives > 0.3
+
+
+def test_reference_quality_labels_smoke_runs():
+    from gwnpe.diagnostics.comparison import reference_quality
+    from gwnpe.stages.workflow import load_config
+
+    default = load_config(REPO / "config" / "config.yaml")["comparison"]["sampler"]
+    assert reference_quality(default).startswith("smoke (nlive 100 < 1000, naccept 20 < 60)")
+    validation = {**default, "nlive": 1000, "naccept": 60}
+    assert reference_quality(validation).startswith("converged (nlive 1000")
+    assert reference_quality({**validation, "max_calls": 50000}).startswith("smoke (capped at 50000 calls)")

@@ -122,7 +122,7 @@ def test_rerun_does_nothing_and_a_changed_setting_reruns_only_its_stages(tiny_ru
     wd, cfg = tiny_run
     res = smk(wd, cfg, "-n")
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stdout + res.stderr
-    changed = write_config(wd, svd={"size": 80})
+    changed = write_config(wd, "svd_changed.yaml", svd={"size": 80})  # not the shared run's own config file
     res = smk(wd, changed, "-n", "--quiet", "rules")
     text = res.stdout + res.stderr
     assert res.returncode == 0, text
