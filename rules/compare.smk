@@ -12,7 +12,8 @@ rule importance_sampling:
         logs("importance_sampling/injection_{i}.log"),
     benchmark:
         benchmarks("importance_sampling/injection_{i}.tsv")
-    threads: 1
+    # batches to a target ESS compute their likelihoods on a dask cluster of this many workers
+    threads: 2 if config["comparison"]["target_ess"] else 1
     conda:
         "../envs/gwnpe.yaml"
     script:

@@ -1,10 +1,11 @@
 from _helpers import configure_logging
 
 from gwnpe.stages.importance_sampling import run_importance_sampling_stage
+from gwnpe.stages.settings import with_runtime
 
 configure_logging(snakemake)  # noqa: F821
 run_importance_sampling_stage(
-    snakemake.params.settings,  # noqa: F821
+    with_runtime(snakemake.params.settings, snakemake.config, "importance_sampling"),  # noqa: F821
     model_path=snakemake.input.model,  # noqa: F821
     injections_path=snakemake.input.injections,  # noqa: F821
     index=int(snakemake.wildcards.i),  # noqa: F821

@@ -185,6 +185,11 @@ def log_likelihoods(spec: dict, theta: dict, client=None, chunk_size: int = 1000
     return np.concatenate(parts) if parts else np.empty(0)
 
 
+#: Seed offset between consecutive batches of :func:`importance_sample_to_target`: a prime far above
+#: the per-injection offsets of the stages' seeds.
+BATCH_SEED_STRIDE = 1_000_003
+
+
 def importance_sample_to_target(model, strain: dict, psds: dict, start_time: float, approximant: str,
                                 reference_frequency: float, *, target_ess: float, max_samples: int,
                                 batch_size: int = 10000, seed: int = 0, client=None, chunk_size: int = 1000,
@@ -192,7 +197,8 @@ def importance_sample_to_target(model, strain: dict, psds: dict, start_time: flo
     """Draw NPE samples and reweight them in batches until the ESS reaches ``target_ess`` or
     ``max_samples`` samples have been drawn.
 
-    Batch ``b`` is drawn with seed ``seed + b``; the weights, ESS, Pareto k-hat and evidence are those
+    Batch ``b`` is drawn with seed ``seed + b * BATCH_SEED_STRIDE`` (so that the batches of runs whose
+    seeds differ by a small offset, e.g. one per injection, never share flow draws); the weights, ESS, Pareto k-hat and evidence are those
     of all batches together (:func:`importance_weights`, with every flow draw counted in the
     evidence's mean), so stopping early never biases them: the estimate after b batches is an ordinary
     importance-sampling estimate of b * batch_size samples. Likelihoods are computed on ``client``'s
@@ -216,7 +222,8 @@ def importance_sample_to_target(model, strain: dict, psds: dict, start_time: flo
     b = 0
     while sum(len(q) for q in log_q) < max_samples:
         n = min(batch_size, max_samples - sum(len(q) for q in log_q))
-        post = sample_posterior(model, strain, psds, n, start_time=start_time, seed=seed + b, device=device)
+        post = sample_posterior(model, strain, psds, n, start_time=start_time,
+                                seed=seed + b * BATCH_SEED_STRIDE, device=device)
         npe_time += post["sampling_time"]
         theta = {k: np.asarray(post["samples"][k], float) for k in names}
         samples.append(post["samples"])

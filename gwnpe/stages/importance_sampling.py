@@ -8,7 +8,8 @@ import logging
 from .. import provenance
 from ..errors import ComparisonError
 from ..gw.priors import injected_parameters
-from ..inference.importance_sampling import importance_result_fields, importance_sample, warn_if_inefficient
+from ..inference.importance_sampling import (importance_result_fields, importance_sample, importance_sample_to_target,
+                                             warn_if_inefficient)
 from ..inference.sampling import check_model_parameters, model_priors, sample_posterior
 from ..products.common import make_provenance
 from ..products.injections import load_event
@@ -27,6 +28,8 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
     ``log_likelihood`` (ratio to noise), ``log_prior`` and ``log_q``; its evidence fields hold
     the IS estimate.
     """
+    import contextlib
+
     import torch
     from bilby.gw.conversion import generate_mass_parameters
 
@@ -36,23 +39,38 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
     model = load_model(model_path, device=device)
     check_model_parameters(model, inj["parameters"], injections_path)
     seed = int(settings["seed"]) * 1000 + index
-    out = sample_posterior(model, inj["strain"], inj["psd"], cmp["n_samples"], start_time=inj["start_time"],
-                           seed=seed, device=device)
-    n_drawn = cmp["n_samples"] / out["acceptance"]
     w = settings["waveform"]
-    res = importance_sample(model, inj["strain"], inj["psd"], inj["start_time"], out["samples"], out["log_q"],
-                            n_drawn, w["approximant"], w["reference_frequency"])
+    if cmp.get("target_ess") is None:
+        out = sample_posterior(model, inj["strain"], inj["psd"], cmp["n_samples"], start_time=inj["start_time"],
+                               seed=seed, device=device)
+        n_drawn = cmp["n_samples"] / out["acceptance"]
+        res = importance_sample(model, inj["strain"], inj["psd"], inj["start_time"], out["samples"], out["log_q"],
+                                n_drawn, w["approximant"], w["reference_frequency"])
+        samples, log_q, npe_time, acceptance = out["samples"], out["log_q"], out["sampling_time"], out["acceptance"]
+    else:
+        with contextlib.ExitStack() as stack:
+            client = None
+            if int(threads) > 1 and "dask" in settings:
+                from .cluster import dask_client
+
+                client = stack.enter_context(dask_client(settings["dask"], int(threads)))
+            res = importance_sample_to_target(
+                model, inj["strain"], inj["psd"], inj["start_time"], w["approximant"], w["reference_frequency"],
+                target_ess=cmp["target_ess"], max_samples=cmp["max_samples"], batch_size=cmp["n_samples"],
+                seed=seed, client=client, device=device)
+        samples, log_q, npe_time = res["samples"], res["log_q"], res["npe_time"]
+        acceptance = len(log_q) / res["n_drawn"]
     warn_if_inefficient(res, f"injection {index}")
     logger.info("injection %d: NPE %d samples in %.2f s; IS %.1f s: efficiency %.2f%% (ESS %.0f), log BF %.2f +- %.2f",
-                index, cmp["n_samples"], out["sampling_time"], res["time"], 100 * res["efficiency"], res["ess"],
+                index, len(log_q), npe_time, res["time"], 100 * res["efficiency"], res["ess"],
                 res["log_bayes_factor"], res["log_evidence_err"])
     priors = model_priors(model)
     truth = injected_parameters(priors, inj["parameters"], settings["trigger_time"])
     extra, evidence, is_summary = importance_result_fields(res)
     save_result(
-        out_path, model, priors, out["samples"], out["log_q"], out["sampling_time"] + res["time"], label=f"injection_{index}_is",
+        out_path, model, priors, samples, log_q, npe_time + res["time"], label=f"injection_{index}_is",
         injection_parameters=generate_mass_parameters(truth),
-        meta_data={"injection": index, "snr": inj["snr"], "npe_time_s": out["sampling_time"], "acceptance": out["acceptance"],
+        meta_data={"injection": index, "snr": inj["snr"], "npe_time_s": npe_time, "acceptance": acceptance,
                    "importance_sampling": is_summary,
                    "provenance": provenance.dumps(make_provenance(
                        "importance_sampling", stage_settings(settings, "importance_sampling"),

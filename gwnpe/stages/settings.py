@@ -58,7 +58,9 @@ STAGES: dict[str, Stage] = {
     "bilby": Stage("gwnpe.stages.bilby", (*_EVENT, "comparison.sampler", "comparison.likelihood"),
                    ("comparison.sampler.checkpoint_interval",)),
     "distance_lookup": Stage("gwnpe.stages.bilby", (*_EVENT, "comparison.likelihood.marginalization")),
-    "importance_sampling": Stage("gwnpe.stages.importance_sampling", (*_EVENT, "comparison.n_samples")),
+    "importance_sampling": Stage("gwnpe.stages.importance_sampling",
+                                 (*_EVENT, "comparison.n_samples", "comparison.target_ess", "comparison.max_samples"),
+                                 ("dask",)),
     "compare": Stage("gwnpe.stages.compare", ("seed", "priors", "comparison.jsd_bootstrap", "comparison.sampler")),
     "compare_corner": Stage("gwnpe.stages.compare", ()),
 }
