@@ -114,6 +114,12 @@ def cmd_sample(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     model = load_model(args.model, device=args.device)
+    if args.gnpe_iterations is not None:
+        if model.gnpe is None:
+            raise GwnpeError(f"--gnpe-iterations: model '{args.model}' was not trained with GNPE (model.gnpe.enabled).")
+        if args.gnpe_iterations < 1:
+            raise GwnpeError(f"--gnpe-iterations {args.gnpe_iterations}: give at least 1 Gibbs iteration.")
+        model.gnpe_iterations = args.gnpe_iterations
     dom = model_domain(model)
     injection = None
     window_factor = None  # frequency-domain strain: made with the model's convention
@@ -168,13 +174,15 @@ def cmd_sample(args) -> int:
                     max_samples=args.max_samples or 20 * args.n, batch_size=args.n,
                     seed=0 if args.seed is None else args.seed, client=client, device=args.device)
                 out = {"samples": res["samples"], "log_q": res["log_q"], "sampling_time": res["npe_time"],
-                       "acceptance": res["n"] / res["n_drawn"]}
+                       "acceptance": res["n"] / res["n_drawn"], **({"gnpe": res["gnpe"]} if "gnpe" in res else {})}
             else:
                 res = importance_sample(model, strain, psds, start, out["samples"], out["log_q"],
                                         args.n / out["acceptance"], approximant, f_ref, client=client)
         warn_if_inefficient(res)
         extra, evidence, meta["importance_sampling"] = importance_result_fields(res)
     meta["acceptance"] = out["acceptance"]
+    if "gnpe" in out:
+        meta["gnpe"] = out["gnpe"]
     message = f"{len(out['log_q'])} samples in {out['sampling_time']:.2f} s"
     if args.importance_sampling:
         message += (f"; importance sampling {res['time']:.1f} s: ESS {res['ess']:.0f}, efficiency {res['efficiency']:.1%}, "
@@ -243,6 +251,8 @@ def main(argv=None) -> int:
                     help="sample budget for --target-ess (default 20 batches of -n); stops there with a warning")
     sp.add_argument("--workers", type=int, default=0,
                     help="dask worker processes for the likelihoods of importance sampling (default 0: in this process)")
+    sp.add_argument("--gnpe-iterations", type=int, default=None,
+                    help="Gibbs iterations for a GNPE model (default: model.gnpe.iterations it was trained with)")
     sp.add_argument("--approximant", help="waveform model for --importance-sampling (default: the model's)")
     sp.add_argument("--reference-frequency", type=float, help="[Hz] for --importance-sampling (default: the model's)")
     sp.set_defaults(func=cmd_sample)

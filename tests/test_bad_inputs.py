@@ -210,10 +210,21 @@ CONFIG_CASES = [
     pytest.param(lambda c, d: c["psd"].update(noise_curve={"H1": "aLIGO_O4_high_asd.txt"}), ConfigError,
                  ["psd.noise_curve", "no curve for L1", "'L1: <curve>'"],
                  id="config-noise-curve-mapping-misses-detector"),
+    pytest.param(lambda c, d: _gnpe_with_fixed_sky(c, d), ConfigError,
+                 ["model.gnpe.enabled", "fixed_sky.prior", "fixes or lacks ra, dec", "model.gnpe.enabled: false"],
+                 id="config-gnpe-with-a-fixed-sky-position"),
     pytest.param(lambda c, d: c.update(priors=str(d / "missing.prior")), PriorError,
                  ["missing.prior", "does not exist", "set 'priors' in the config"],
                  id="config-missing-prior-file"),
 ]
+
+
+def _gnpe_with_fixed_sky(c, d):
+    text = (REPO / "config" / "priors" / "default.prior").read_text().splitlines()
+    text = [("ra = 1.0" if line.startswith("ra =") else "dec = 0.2" if line.startswith("dec =") else line) for line in text]
+    (d / "fixed_sky.prior").write_text("\n".join(text) + "\n")
+    c["priors"] = str(d / "fixed_sky.prior")
+    c.setdefault("model", {})["gnpe"] = {"enabled": True}
 
 
 @pytest.mark.parametrize("mutate, error, needles", CONFIG_CASES)

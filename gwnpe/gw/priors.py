@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: Parameters applied by detector projection at training time.
 EXTRINSIC = ("luminosity_distance", "ra", "dec", "psi", "geocent_time")
+#: The parameters the detector arrival times depend on (GNPE's time proxies need them sampled).
+ARRIVAL_TIME_PARAMETERS = ("geocent_time", "ra", "dec")
 
 #: Mass parameterisations understood by bilby's conversion to LAL parameters (detector frame).
 MASS_PARAMETERS = (

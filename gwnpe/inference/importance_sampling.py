@@ -231,6 +231,7 @@ def importance_sample_to_target(model, strain: dict, psds: dict, start_time: flo
         log_prior.append(np.asarray(priors.ln_prob(theta, axis=0), float))
         log_l.append(log_likelihoods(spec, theta, client, chunk_size))
         n_drawn += n / post["acceptance"]
+        gnpe = post.get("gnpe")
         b += 1
         out = importance_weights(np.concatenate(log_l), np.concatenate(log_prior), np.concatenate(log_q),
                                  int(round(n_drawn)))
@@ -244,6 +245,8 @@ def importance_sample_to_target(model, strain: dict, psds: dict, start_time: flo
                log_bayes_factor=out["log_evidence"], log_q=np.concatenate(log_q), npe_time=npe_time,
                samples={k: np.concatenate([s[k] for s in samples]) for k in samples[0]}, n_batches=b,
                target_ess=float(target_ess), reached=bool(out["ess"] >= target_ess))
+    if gnpe is not None:
+        out["gnpe"] = gnpe  # the diagnostics of the last batch's Gibbs chains
     out["log_evidence"] = out["log_bayes_factor"] + noise
     out["time"] = time.perf_counter() - t0 - npe_time
     if not out["reached"]:

@@ -24,7 +24,8 @@ class NPEModel(nn.Module):
     :meth:`log_prob` and :meth:`sample` work in physical units.
     """
 
-    def __init__(self, embedding: ResidualEmbedding, flow: zuko.flows.Flow, parameters: list[str], mean, std, settings: dict):
+    def __init__(self, embedding: ResidualEmbedding, flow: zuko.flows.Flow, parameters: list[str], mean, std, settings: dict,
+                 n_proxies: int = 0, init: "NPEModel | None" = None):
         super().__init__()
         self.embedding = embedding
         self.flow = flow
@@ -32,23 +33,53 @@ class NPEModel(nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32))
         self.settings = settings
+        # GNPE (gwnpe.nn.gnpe): the flow is also conditioned on standardised relative proxies, and a
+        # small initialisation network learns the arrival times from the unshifted strain
+        self.n_proxies = int(n_proxies)
+        if self.n_proxies:  # (plain models keep the state dict of models made before GNPE)
+            self.register_buffer("proxy_mean", torch.zeros(self.n_proxies))
+            self.register_buffer("proxy_std", torch.ones(self.n_proxies))
+        self.init = init
+
+    @property
+    def gnpe(self) -> dict | None:
+        """The model's GNPE settings (``kappa`` [s], ``iterations``), or None for plain NPE."""
+        g = self.settings.get("model", {}).get("gnpe") or {}
+        return g if g.get("enabled") else None
 
     def standardise(self, theta: torch.Tensor) -> torch.Tensor:
         return (theta - self.mean) / self.std
 
-    def log_prob(self, theta: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """log q(theta | d) for physical parameters theta (B, D) and whitened strain d (B, n_det, n_bins)."""
-        context = self.embedding(d)
-        return self.flow(context).log_prob(self.standardise(theta)) - torch.log(self.std).sum()
+    def context(self, d: torch.Tensor, proxies: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.embedding(d)
+        if self.n_proxies:
+            if proxies is None:
+                raise ValueError("a GNPE network needs the relative proxies of its strain's time shifts")
+            c = torch.cat([c, ((proxies.to(c.device, torch.float64) - self.proxy_mean.double()) / self.proxy_std.double()).to(c.dtype)], dim=-1)
+        return c
 
-    def loss(self, theta: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """Mean negative log density of standardised parameters (the training objective)."""
-        return -self.flow(self.embedding(d)).log_prob(self.standardise(theta)).mean()
+    def log_prob(self, theta: torch.Tensor, d: torch.Tensor, proxies: torch.Tensor | None = None) -> torch.Tensor:
+        """log q(theta | d) for physical parameters theta (B, D) and whitened strain d (B, n_det, n_bins)."""
+        return self.flow(self.context(d, proxies)).log_prob(self.standardise(theta)) - torch.log(self.std).sum()
+
+    def loss(self, theta: torch.Tensor, d: torch.Tensor, proxies: torch.Tensor | None = None,
+             arrival: torch.Tensor | None = None, d_raw: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean negative log density of standardised parameters (the training objective); for GNPE
+        plus that of the initialisation network's arrival times given the unshifted strain."""
+        out = -self.flow(self.context(d, proxies)).log_prob(self.standardise(theta)).mean()
+        if self.init is not None and arrival is not None:
+            out = out + self.init.loss(arrival.to(theta.dtype), d_raw)
+        return out
+
+    def set_projection_trainable(self, trainable: bool) -> None:
+        self.embedding.set_projection_trainable(trainable)
+        if self.init is not None:
+            self.init.set_projection_trainable(trainable)
 
     @torch.no_grad()
-    def sample_and_log_prob(self, d: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_and_log_prob(self, d: torch.Tensor, n: int, proxies: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n samples per event: (B, n, D) physical parameters and their log q (B, n)."""
-        context = self.embedding(d)
+        context = self.context(d, proxies)
         z, lp = self.flow(context).rsample_and_log_prob((n,))  # (n, B, D), (n, B)
         theta = z * self.std + self.mean
         return theta.transpose(0, 1), (lp - torch.log(self.std).sum()).transpose(0, 1)
@@ -70,17 +101,34 @@ def build_model(settings: dict, basis_V: torch.Tensor | None = None, mean=None, 
     m = settings["model"]
     emb, fl = m["embedding"], m["flow"]
     n_par = len(settings["parameters"])
-    projection = BasisProjection(len(settings["detectors"]), settings["n_bins"], settings["basis_size"],
-                                 V=basis_V if emb["basis_init"] else None)
-    embedding = ResidualEmbedding(projection, list(emb["widths"]), emb["context"], emb["dropout"], emb["layer_norm"])
+    n_det = len(settings["detectors"])
+    gnpe = (m.get("gnpe") or {})
+    gnpe_on = bool(gnpe.get("enabled"))
+
+    def embedding_net(widths, context):
+        projection = BasisProjection(n_det, settings["n_bins"], settings["basis_size"],
+                                     V=basis_V if emb["basis_init"] else None)
+        return ResidualEmbedding(projection, list(widths), context, emb["dropout"], emb["layer_norm"])
+
+    n_proxies = n_det - 1 if gnpe_on else 0
+    embedding = embedding_net(emb["widths"], emb["context"])
     flow = zuko.flows.NSF(
         features=n_par,
-        context=emb["context"],
+        context=emb["context"] + n_proxies,
         transforms=fl["transforms"],
         bins=fl["bins"],
         hidden_features=list(fl["hidden"]),
         passes=2,  # coupling: sampling is one pass per transform
     )
+    init = None
+    if gnpe_on:
+        # p(t_I | d): arrival times from the unshifted strain, a small network of its own
+        init_flow = zuko.flows.NSF(features=n_det, context=gnpe["init_context"], transforms=gnpe["init_transforms"],
+                                   bins=fl["bins"], hidden_features=list(gnpe["init_hidden"]), passes=2)
+        init = NPEModel(embedding_net(gnpe["init_widths"], gnpe["init_context"]), init_flow,
+                        [f"arrival_time_{ifo}" for ifo in settings["detectors"]], torch.zeros(n_det), torch.ones(n_det),
+                        {})
     mean = torch.zeros(n_par) if mean is None else mean
     std = torch.ones(n_par) if std is None else std
-    return NPEModel(embedding, flow, settings["parameters"], mean, std, settings)
+    return NPEModel(embedding, flow, settings["parameters"], mean, std, settings,
+                    n_proxies=n_proxies, init=init)

@@ -71,7 +71,8 @@ class Simulator(torch.nn.Module):
         Working real dtype (float32 for training).
     """
 
-    def __init__(self, V, asd_reference, asds, frequencies, detectors, trigger_time, priors, reference_distance, dtype=torch.float32):
+    def __init__(self, V, asd_reference, asds, frequencies, detectors, trigger_time, priors, reference_distance, dtype=torch.float32,
+                 gnpe_kappa: float | None = None):
         super().__init__()
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
         VH = np.asarray(V).conj().T  # (K, n_bins)
@@ -89,6 +90,10 @@ class Simulator(torch.nn.Module):
         self.fixed_extrinsic = {k: fixed[k] for k in EXTRINSIC if k in fixed}
         self.n_detectors = len(detectors)
         self.dtype_ = dtype
+        self.gnpe_kappa = None if gnpe_kappa is None else float(gnpe_kappa)
+        if self.gnpe_kappa is not None:
+            # GNPE needs the arrival times exactly: float64 delays
+            self.network64 = DetectorNetwork(list(detectors), reference_time=float(trigger_time), dtype=torch.float64)
 
     def draw_extrinsic(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Extrinsic parameters (physical units) by inverse-CDF of the prior; deterministic from ``generator``."""
@@ -123,9 +128,24 @@ class Simulator(torch.nn.Module):
         return n.mul_(math.sqrt(2.0)).to(self.VH.device)
 
     def batch(self, data: TrainingData, index: torch.Tensor, parameter_names: list[str], generator: torch.Generator):
-        """Parameters (B, D) in ``parameter_names`` order and noisy whitened strain (B, n_det, n_bins)."""
+        """Parameters (B, D) in ``parameter_names`` order and noisy whitened strain (B, n_det, n_bins).
+
+        With GNPE (``gnpe_kappa``): the tuple ``(theta, d_shifted, relative_proxies, arrival_times, d)``
+        that :meth:`gwnpe.nn.model.NPEModel.loss` takes, ``theta``'s ``geocent_time`` relative to the
+        first detector's proxy (see :mod:`gwnpe.nn.gnpe`).
+        """
         ext = self.draw_extrinsic(len(index), generator)
         d = self.signal(data.h_plus[index], data.h_cross[index], ext)
         d = d + self.noise(d.shape, generator)
         theta = torch.stack([ext[k] if k in ext else data.parameters[k][index] for k in parameter_names], dim=1)
-        return theta.to(self.VH.device, self.ratio.dtype), d
+        if self.gnpe_kappa is None:
+            return theta.to(self.VH.device, self.ratio.dtype), d
+        from .gnpe import arrival_times, draw_proxies, relative_proxies, shift_phasor
+
+        t = arrival_times(self.network64, ext["ra"], ext["dec"], ext["geocent_time"]).cpu()
+        proxies = draw_proxies(t, self.gnpe_kappa, generator)
+        theta[:, parameter_names.index("geocent_time")] -= proxies[:, 0]
+        dev = self.VH.device
+        d_shifted = d * shift_phasor(self.frequencies, proxies.to(dev), dtype=d.dtype)
+        return (theta.to(dev, self.ratio.dtype), d_shifted, relative_proxies(proxies).to(dev),
+                t.to(dev, self.ratio.dtype), d)

@@ -47,6 +47,7 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
         res = importance_sample(model, inj["strain"], inj["psd"], inj["start_time"], out["samples"], out["log_q"],
                                 n_drawn, w["approximant"], w["reference_frequency"])
         samples, log_q, npe_time, acceptance = out["samples"], out["log_q"], out["sampling_time"], out["acceptance"]
+        gnpe = out.get("gnpe")
     else:
         with contextlib.ExitStack() as stack:
             client = None
@@ -60,6 +61,7 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
                 seed=seed, client=client, device=device)
         samples, log_q, npe_time = res["samples"], res["log_q"], res["npe_time"]
         acceptance = len(log_q) / res["n_drawn"]
+        gnpe = res.get("gnpe")
     warn_if_inefficient(res, f"injection {index}")
     logger.info("injection %d: NPE %d samples in %.2f s; IS %.1f s: efficiency %.2f%% (ESS %.0f), log BF %.2f +- %.2f",
                 index, len(log_q), npe_time, res["time"], 100 * res["efficiency"], res["ess"],
@@ -71,7 +73,7 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
         out_path, model, priors, samples, log_q, npe_time + res["time"], label=f"injection_{index}_is",
         injection_parameters=generate_mass_parameters(truth),
         meta_data={"injection": index, "snr": inj["snr"], "npe_time_s": npe_time, "acceptance": acceptance,
-                   "importance_sampling": is_summary,
+                   "importance_sampling": is_summary, **({"gnpe": gnpe} if gnpe is not None else {}),
                    "provenance": provenance.dumps(make_provenance(
                        "importance_sampling", stage_settings(settings, "importance_sampling"),
                        inputs={"model": model_path, "injections": injections_path}))},

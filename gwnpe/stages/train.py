@@ -27,9 +27,11 @@ from ..products.training_set import load_training_set
 from ..diagnostics.training_plots import loss_figure
 from ..errors import GwnpeError
 from ..gw.domain import analysis_psd, build_domain
-from ..gw.priors import EXTRINSIC, load_priors, sampled_keys
+from ..gw.priors import ARRIVAL_TIME_PARAMETERS as GNPE_PARAMETERS, EXTRINSIC, draw, load_priors, sampled_keys
+from ..nn.gnpe import gnpe_standardisation
 from ..nn.model import build_model
 from ..nn.simulator import Simulator, TrainingData
+from ..seeding import stage_seed_sequence
 from ..nn.training import evaluate, prior_standardisation, select_device, torch_seed, train_epoch
 from .settings import stage_settings
 
@@ -99,15 +101,30 @@ def run_train_stage(
     basis = load_basis(basis_path)
     # the analysis PSD (window factor included): the noise level of windowed real data
     asds = np.sqrt([analysis_psd(psd_on_domain(psd_paths[ifo], domain), settings["domain"]) for ifo in settings["detectors"]])
+    gnpe = settings["model"].get("gnpe") or {}
+    kappa = float(gnpe["kappa"]) if gnpe.get("enabled") else None
+    if kappa is not None:
+        missing = [k for k in GNPE_PARAMETERS if k not in names]
+        if missing:
+            raise GwnpeError(f"model.gnpe.enabled needs {', '.join(GNPE_PARAMETERS)} sampled in the prior "
+                             f"'{settings['priors']}', which fixes or lacks {', '.join(missing)}; sample them or set "
+                             "model.gnpe.enabled: false.")
     sim = Simulator(basis.V, basis.asd_reference, asds, domain.frequencies, settings["detectors"],
-                    settings["trigger_time"], priors, settings["waveform"]["reference_distance"]).to(device)
+                    settings["trigger_time"], priors, settings["waveform"]["reference_distance"],
+                    gnpe_kappa=kappa).to(device)
 
     n = len(data)
     n_val = max(1, int(round(tr["validation_fraction"] * n)))
     if n - n_val < 1:
         raise GwnpeError(f"training set of {n} waveforms leaves none for training after the validation split.")
     train_idx, val_idx = torch.arange(n - n_val), torch.arange(n - n_val, n)
-    mean, std = prior_standardisation(priors, names, seed)
+    if kappa is None:
+        mean, std = prior_standardisation(priors, names, seed)
+    else:
+        rng = np.random.default_rng(stage_seed_sequence(seed, "standardisation"))
+        stats = gnpe_standardisation(draw(priors, names, 100_000, rng), names, settings["detectors"],
+                                     settings["trigger_time"], kappa, rng)
+        mean, std = stats["parameters"]
     model_settings = {
         "model": settings["model"],
         "parameters": names,
@@ -121,7 +138,14 @@ def run_train_stage(
         "waveform": dict(settings["waveform"]),  # for importance sampling with the exact likelihood
     }
     torch.manual_seed(torch_seed(seed, "init"))
-    model = build_model(model_settings, torch.from_numpy(basis.V), mean, std).to(device)
+    model = build_model(model_settings, torch.from_numpy(basis.V), mean, std)
+    if kappa is not None:
+        with torch.no_grad():
+            model.proxy_mean.copy_(torch.as_tensor(stats["proxies"][0]))
+            model.proxy_std.copy_(torch.as_tensor(stats["proxies"][1]))
+            model.init.mean.copy_(torch.as_tensor(stats["arrival"][0]))
+            model.init.std.copy_(torch.as_tensor(stats["arrival"][1]))
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tr["learning_rate"], weight_decay=tr["weight_decay"])
     B = tr["batch_size"]
     steps = math.ceil(len(train_idx) / B)
@@ -148,7 +172,7 @@ def run_train_stage(
                 n_par, ", ".join(names), device, tr["epochs"], steps, B, len(train_idx), n_val)
     for epoch in range(start, tr["epochs"]):
         t0 = time.perf_counter()
-        model.embedding.set_projection_trainable(epoch >= settings["model"]["embedding"]["freeze_epochs"])
+        model.set_projection_trainable(epoch >= settings["model"]["embedding"]["freeze_epochs"])
         train_loss = train_epoch(model, sim, data, train_idx, names, opt, sched, epoch=epoch, seed=seed, batch_size=B,
                                  gradient_clip=tr["gradient_clip"], amp=amp, device_type=device.type)
         val = evaluate(model, sim, data, val_idx, names, B, seed)
