@@ -103,6 +103,25 @@ def get_comparison_outputs(wildcards=None):
     ]
 
 
+def get_accuracy_indices(wildcards=None):
+    """The accuracy campaign's events, known once the injections exist (the injections rule is a checkpoint)."""
+    from gwnpe.products.injections import read_network_snrs
+    from gwnpe.stages.workflow import accuracy_indices
+
+    path = checkpoints.injections.get().output.injections
+    return accuracy_indices(config["accuracy"], read_network_snrs(path))
+
+
+def get_accuracy_results(wildcards=None):
+    return expand(results("accuracy/injection_{i}.hdf5"), i=get_accuracy_indices())
+
+
+def get_accuracy_outputs(wildcards=None):
+    if not config["accuracy"]["injections"]:
+        return []
+    return [results("accuracy/accuracy.csv"), results("accuracy/summary.json"), results("accuracy/efficiency.png")]
+
+
 TIMED_STAGES = ("bank", "svd", "training_set", "train", "injections", "posteriors", "pp")
 
 
@@ -130,4 +149,5 @@ def get_final_output():
         results("report/timings.csv"),
         results("report/provenance.csv"),
         *get_comparison_outputs(),
+        *get_accuracy_outputs(),
     ]

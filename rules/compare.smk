@@ -7,6 +7,7 @@ rule importance_sampling:
         result=results("importance_sampling/injection_{i}.hdf5"),
     params:
         settings=settings("importance_sampling"),
+        section="comparison",
         code=code("importance_sampling"),
     log:
         logs("importance_sampling/injection_{i}.log"),

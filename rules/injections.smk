@@ -1,4 +1,4 @@
-rule injections:
+checkpoint injections:
     """Injection parameters from the prior (or a file); strain = signal + Gaussian noise from the run's PSDs."""
     input:
         psds=get_psd_files(),

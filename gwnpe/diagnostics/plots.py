@@ -85,3 +85,27 @@ def overlay_figure(rb, ri):
     if skipped:
         fig.suptitle("not shown: " + "; ".join(skipped), fontsize=12)
     return fig
+
+
+def efficiency_figure(efficiency: np.ndarray, reached: np.ndarray, target_ess: float):
+    """Histogram of importance-sampling sample efficiencies (log scale) of the accuracy campaign's events,
+    those that reached the target ESS apart from those that did not, with the median marked (save at dpi 100)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eff = np.clip(np.asarray(efficiency, float), 1e-6, 1.0)
+    reached = np.asarray(reached, bool)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    bins = np.logspace(-6, 0, 25)
+    ax.hist([eff[reached], eff[~reached]], bins=bins, stacked=True, color=["tab:green", "tab:red"],
+            label=[f"ESS >= {target_ess:g}", f"ESS < {target_ess:g} at the budget"])
+    ax.axvline(np.median(eff), color="k", ls="--", label=f"median {100 * np.median(eff):.3g}%")
+    ax.axvline(0.01, color="0.5", ls=":", label="1%")
+    ax.set_xscale("log")
+    ax.set_xlabel("importance-sampling sample efficiency (ESS / samples)")
+    ax.set_ylabel("events")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import InferenceError
 from ..gw.detectors import DetectorNetwork
-from ..nn.gnpe import arrival_times, draw_proxies, relative_proxies, shift_phasor
+from ..nn.gnpe import arrival_times, draw_proxies, geocent_from_slot, relative_proxies, shift_phasor
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,8 @@ class GNPESampler:
             ds = self.d[None] * shift_phasor(self.frequencies, p.to(self.device), dtype=self.d.dtype)
             th, lq = self.model.sample_and_log_prob(ds, 1, relative_proxies(p).to(self.device))
             th = th[:, 0].double().cpu()
-            th[:, self.i_time] += p[:, 0].cpu()
+            th[:, self.i_time] = geocent_from_slot(self.network, th[:, self.i_time], th[:, self.i_ra], th[:, self.i_dec],
+                                                   p[:, 0].cpu())
             thetas.append(th)
             lqs.append(lq[:, 0].double().cpu())
         theta = torch.cat(thetas)

@@ -4,8 +4,12 @@ Each detector's strain is shifted in time by minus a *proxy* of its arrival time
 ``t_hat_I = t_I + eps_I`` with ``eps_I ~ U(-kappa, kappa)``, so that the network sees every signal
 within ``kappa`` of zero in every detector instead of anywhere in the +-0.1 s (plus light-travel time)
 of the prior. The network is conditioned on the proxies in relative form (``t_hat_I - t_hat_0`` for
-the detectors after the first, as DINGO's exact equivariance under an overall time shift), and its
-``geocent_time`` slot holds ``geocent_time - t_hat_0``. A small initialisation network learns
+the detectors after the first, as DINGO's exact equivariance under an overall time shift). Its
+``geocent_time`` slot holds the arrival time in the first detector relative to that detector's proxy,
+``t_0 - t_hat_0`` (within +-kappa, and resolved by the shifted data to a fraction of a millisecond),
+instead of DINGO's ``geocent_time - t_hat_0``, which also carries the sky-dependent light travel time
+of up to 21 ms; :func:`geocent_from_slot` maps it back (``geocent_time = t_hat_0 + slot - delay_0(ra,
+dec)``, a shift by a function of the other parameters, so densities are unchanged). A small initialisation network learns
 ``p(t_I | d)`` from the unshifted strain; :mod:`gwnpe.inference.gnpe` uses both in Gibbs sampling.
 
 Times are relative to the trigger time (the strain's phase origin), in seconds.
@@ -55,6 +59,15 @@ def arrival_times(network: DetectorNetwork, ra, dec, geocent_time) -> torch.Tens
     return t.to(delays.device)[:, None] + delays
 
 
+def geocent_from_slot(network: DetectorNetwork, slot, ra, dec, proxy0) -> torch.Tensor:
+    """``geocent_time`` (relative to the trigger) of the network's time slot ``t_0 - t_hat_0``:
+    ``t_hat_0 + slot - delay_0(ra, dec)``, the first detector's delay evaluated at its arrival time
+    (the sidereal-time difference to the geocentre's, at most 21 ms, changes it by about 1e-8 s)."""
+    t0 = torch.as_tensor(proxy0, dtype=torch.float64) + torch.as_tensor(slot, dtype=torch.float64)
+    delay = network.time_delays(torch.as_tensor(ra), torch.as_tensor(dec), t0).to(torch.float64)[:, 0]
+    return t0 - delay.to(t0.device)
+
+
 def draw_proxies(t: torch.Tensor, kappa: float, generator: torch.Generator) -> torch.Tensor:
     """``t + eps``, ``eps ~ U(-kappa, kappa)`` independently per detector (drawn on the CPU generator)."""
     eps = (2.0 * torch.rand(*t.shape, generator=generator, dtype=torch.float64) - 1.0) * kappa
@@ -75,7 +88,7 @@ def gnpe_standardisation(s: dict, names: list[str], detectors: list[str], trigge
     s : dict of (n,) arrays
         Prior draws of ``names`` (with ``geocent_time``, ``ra`` and ``dec``).
 
-    Returns ``parameters`` (the network's parameters, ``geocent_time`` as ``geocent_time - t_hat_0``),
+    Returns ``parameters`` (the network's parameters, ``geocent_time`` as ``t_0 - t_hat_0``),
     ``proxies`` (relative proxies) and ``arrival`` (arrival times, the initialisation network's
     parameters), each as a (mean, std) pair of arrays.
     """
@@ -84,7 +97,7 @@ def gnpe_standardisation(s: dict, names: list[str], detectors: list[str], trigge
     g = torch.Generator().manual_seed(int(rng.integers(2**62)))
     proxies = draw_proxies(t, kappa, g)
     theta = np.stack([s[k] for k in names], axis=1)
-    theta[:, names.index("geocent_time")] -= proxies[:, 0].numpy()
+    theta[:, names.index("geocent_time")] = (t[:, 0] - proxies[:, 0]).numpy()
     rel = relative_proxies(proxies).numpy()
     arrival = t.numpy()
 

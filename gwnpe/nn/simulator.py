@@ -131,8 +131,8 @@ class Simulator(torch.nn.Module):
         """Parameters (B, D) in ``parameter_names`` order and noisy whitened strain (B, n_det, n_bins).
 
         With GNPE (``gnpe_kappa``): the tuple ``(theta, d_shifted, relative_proxies, arrival_times, d)``
-        that :meth:`gwnpe.nn.model.NPEModel.loss` takes, ``theta``'s ``geocent_time`` relative to the
-        first detector's proxy (see :mod:`gwnpe.nn.gnpe`).
+        that :meth:`gwnpe.nn.model.NPEModel.loss` takes, ``theta``'s ``geocent_time`` slot holding the
+        first detector's arrival time relative to its proxy (see :mod:`gwnpe.nn.gnpe`).
         """
         ext = self.draw_extrinsic(len(index), generator)
         d = self.signal(data.h_plus[index], data.h_cross[index], ext)
@@ -144,7 +144,7 @@ class Simulator(torch.nn.Module):
 
         t = arrival_times(self.network64, ext["ra"], ext["dec"], ext["geocent_time"]).cpu()
         proxies = draw_proxies(t, self.gnpe_kappa, generator)
-        theta[:, parameter_names.index("geocent_time")] -= proxies[:, 0]
+        theta[:, parameter_names.index("geocent_time")] = t[:, 0] - proxies[:, 0]  # the slot: t_0 - t_hat_0
         dev = self.VH.device
         d_shifted = d * shift_phasor(self.frequencies, proxies.to(dev), dtype=d.dtype)
         return (theta.to(dev, self.ratio.dtype), d_shifted, relative_proxies(proxies).to(dev),

@@ -170,6 +170,12 @@ def write_injections(path, inj: Injections, prov: dict) -> None:
             provenance.write_h5(f, prov)
 
 
+def read_network_snrs(path) -> np.ndarray:
+    """The network optimal SNR of every injection of ``injections.h5``, without reading the strain."""
+    with open_stage_output(path, "injection file", "injections", InjectionError) as f:
+        return np.asarray(f["snr"]["network_optimal"][...], float)
+
+
 def load_injections(path) -> Injections:
     """Read ``injections.h5`` (see :func:`write_injections`)."""
     with open_stage_output(path, "injection file", "injections", InjectionError) as f:

@@ -20,13 +20,18 @@ from .settings import stage_settings
 logger = logging.getLogger(__name__)
 
 
+#: Seed offset of the accuracy campaign's draws, so that they never repeat the comparison's of the same event.
+SECTION_SEED_OFFSET = {"comparison": 0, "accuracy": 500_000_000}
+
+
 def run_importance_sampling_stage(settings: dict, *, model_path, injections_path, index: int, out_path,
-                                  threads: int = 1, device: str = "cpu") -> dict:
+                                  threads: int = 1, device: str = "cpu", section: str = "comparison") -> dict:
     """NPE samples of injection ``index`` reweighted with the exact bilby likelihood (NPE+IS), as a bilby Result.
 
     The result's posterior holds the proposal samples with columns ``weights`` (mean 1),
     ``log_likelihood`` (ratio to noise), ``log_prior`` and ``log_q``; its evidence fields hold
-    the IS estimate.
+    the IS estimate. ``section`` is the config section of the sample sizes and target ESS:
+    ``comparison`` (the Bilby comparison) or ``accuracy`` (the accuracy campaign).
     """
     import contextlib
 
@@ -34,11 +39,12 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
     from bilby.gw.conversion import generate_mass_parameters
 
     torch.set_num_threads(max(1, int(threads)))
-    cmp = settings["comparison"]
+    cmp = settings[section]
+    stage = {"comparison": "importance_sampling", "accuracy": "accuracy_sampling"}[section]
     inj = load_event(injections_path, index, ComparisonError)
     model = load_model(model_path, device=device)
     check_model_parameters(model, inj["parameters"], injections_path)
-    seed = int(settings["seed"]) * 1000 + index
+    seed = int(settings["seed"]) * 1000 + index + SECTION_SEED_OFFSET[section]
     w = settings["waveform"]
     if cmp.get("target_ess") is None:
         out = sample_posterior(model, inj["strain"], inj["psd"], cmp["n_samples"], start_time=inj["start_time"],
@@ -75,7 +81,7 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
         meta_data={"injection": index, "snr": inj["snr"], "npe_time_s": npe_time, "acceptance": acceptance,
                    "importance_sampling": is_summary, **({"gnpe": gnpe} if gnpe is not None else {}),
                    "provenance": provenance.dumps(make_provenance(
-                       "importance_sampling", stage_settings(settings, "importance_sampling"),
+                       stage, stage_settings(settings, stage),
                        inputs={"model": model_path, "injections": injections_path}))},
         extra_columns=extra, evidence=evidence,
     )

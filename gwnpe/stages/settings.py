@@ -61,6 +61,8 @@ STAGES: dict[str, Stage] = {
     "importance_sampling": Stage("gwnpe.stages.importance_sampling",
                                  (*_EVENT, "comparison.n_samples", "comparison.target_ess", "comparison.max_samples"),
                                  ("dask",)),
+    "accuracy_sampling": Stage("gwnpe.stages.importance_sampling", (*_EVENT, "accuracy"), ("dask",)),
+    "accuracy": Stage("gwnpe.stages.accuracy", ("accuracy",)),
     "compare": Stage("gwnpe.stages.compare", ("seed", "priors", "comparison.jsd_bootstrap", "comparison.sampler")),
     "compare_corner": Stage("gwnpe.stages.compare", ()),
 }

@@ -136,3 +136,10 @@ def comparison_indices(comparison: dict, n_injections: int) -> list[int]:
             "or raise injections.count."
         )
     return sorted(int(i) for i in spec)
+
+
+def accuracy_indices(accuracy: dict, snrs) -> list[int]:
+    """The accuracy campaign's events: the first ``accuracy.injections`` injections whose network
+    optimal SNR (``snrs``, in campaign order) is at least ``accuracy.min_snr``."""
+    n = int(accuracy["injections"])
+    return [i for i, snr in enumerate(snrs) if snr >= float(accuracy["min_snr"])][:n] if n else []

@@ -176,3 +176,19 @@ def test_cli_samples_a_gnpe_model_with_importance_sampling_and_records_the_chain
     assert main(["sample", "--model", str(tiny_model[0] / "model.pt"), "--strain", str(path), "--gnpe-iterations", "4",
                  "-o", str(tmp_path / "x.hdf5")]) == 2
     assert "was not trained with GNPE" in capsys.readouterr().err and not (tmp_path / "x.hdf5").exists()
+
+
+def test_the_time_slot_maps_back_to_the_geocentre_time_exactly():
+    from gwnpe.gw.detectors import DetectorNetwork
+    from gwnpe.nn.gnpe import arrival_times, geocent_from_slot
+
+    net = DetectorNetwork(["H1", "L1", "V1"], reference_time=1187008882.4, dtype=torch.float64)
+    rng = np.random.default_rng(0)
+    n = 1000
+    ra, dec = torch.as_tensor(rng.uniform(0, 2 * np.pi, n)), torch.as_tensor(np.arcsin(rng.uniform(-1, 1, n)))
+    tc = torch.as_tensor(rng.uniform(-0.1, 0.1, n))
+    t = arrival_times(net, ra, dec, tc)
+    proxy0 = t[:, 0] + torch.as_tensor(rng.uniform(-1e-3, 1e-3, n))
+    back = geocent_from_slot(net, t[:, 0] - proxy0, ra, dec, proxy0)
+    np.testing.assert_allclose(back.numpy(), tc.numpy(), rtol=0, atol=3e-8)  # Earth rotation in 21 ms: ~1e-8 s
+    assert np.ptp((t[:, 0] - tc).numpy()) > 0.03  # the light travel time the slot leaves out: tens of ms

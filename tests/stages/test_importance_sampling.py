@@ -52,3 +52,48 @@ def test_stage_reaches_a_target_ess_on_dask_workers_and_records_it(campaign):
     meta = rm.meta_data["gwnpe"]["importance_sampling"]
     assert meta["n_batches"] == many["n_batches"] and meta["target_ess"] == many["target_ess"]
     np.testing.assert_allclose(rm.posterior["weights"].mean(), 1.0, rtol=1e-12)
+
+
+def test_accuracy_events_are_the_first_loud_injections():
+    from gwnpe.stages.workflow import accuracy_indices
+
+    snrs = [5.0, 9.0, 7.9, 8.0, 30.0, 12.0]
+    assert accuracy_indices({"injections": 3, "min_snr": 8.0}, snrs) == [1, 3, 4]
+    assert accuracy_indices({"injections": 10, "min_snr": 8.0}, snrs) == [1, 3, 4, 5]  # fewer when the campaign has fewer
+    assert accuracy_indices({"injections": 0, "min_snr": 8.0}, snrs) == []
+
+
+@pytest.mark.slow
+def test_accuracy_stage_tabulates_events_sampled_to_the_target(campaign):
+    import json
+
+    import pandas as pd
+
+    from gwnpe.stages.accuracy import run_accuracy_stage
+    from gwnpe.stages.importance_sampling import run_importance_sampling_stage
+
+    cfg, model, injections, d = campaign
+    cfg["accuracy"].update(injections=2, min_snr=0.0, n_samples=200, target_ess=3.0, max_samples=600)
+    settings = with_runtime(stage_settings(cfg, "accuracy_sampling"), cfg, "accuracy_sampling")
+    paths = []
+    for i in (0, 1):
+        paths.append(d / f"acc_{i}.hdf5")
+        run_importance_sampling_stage(settings, model_path=model, injections_path=injections, index=i,
+                                      out_path=paths[-1], section="accuracy")
+    summary = run_accuracy_stage(stage_settings(cfg, "accuracy"), indices=[0, 1], paths=paths, out_csv=d / "acc.csv",
+                                 out_json=d / "acc.json", out_plot=d / "acc.png")
+    table = pd.read_csv(d / "acc.csv")
+    assert list(table.injection) == [0, 1] and (table.n_samples <= 600).all() and (table.n_samples % 200 == 0).all()
+    assert ((table.ess >= 3.0) == table.reached).all()
+    assert summary["events"] == 2 and summary["reached_target"] == int(table.reached.sum())
+    assert json.loads((d / "acc.json").read_text())["median_efficiency"] == pytest.approx(np.median(table.efficiency))
+    assert (d / "acc.png").stat().st_size > 0
+    # the campaign's draws are not the comparison's of the same event
+    import bilby
+
+    cfg["comparison"].update(n_samples=200, target_ess=None)
+    run_importance_sampling_stage(with_runtime(stage_settings(cfg, "importance_sampling"), cfg, "importance_sampling"),
+                                  model_path=model, injections_path=injections, index=0, out_path=d / "cmp_0.hdf5")
+    a = bilby.core.result.read_in_result(str(d / "cmp_0.hdf5")).posterior["log_likelihood"].to_numpy()
+    b = bilby.core.result.read_in_result(str(paths[0])).posterior["log_likelihood"].to_numpy()[:200]
+    assert not np.array_equal(a, b)

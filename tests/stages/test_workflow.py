@@ -85,9 +85,37 @@ def test_tiny_workflow_compares_with_bilby(tiny_run):
         runs[0].injection_parameters["chirp_mass"])
 
 
+@pytest.mark.slow
+def test_tiny_workflow_runs_the_accuracy_campaign_on_the_loud_injections(tiny_run):
+    import json
+
+    import bilby
+    import pandas as pd
+
+    from gwnpe.products.injections import read_network_snrs
+
+    wd, cfg = tiny_run
+    out = wd / "results/tiny"
+    snrs = read_network_snrs(out / "injections/injections.h5")
+    expected = [i for i in range(len(snrs)) if snrs[i] >= 8.0][:2]  # tiny.yaml: accuracy.injections 2, min_snr 8
+    assert len(expected) == 2
+    table = pd.read_csv(out / "accuracy/accuracy.csv")
+    assert list(table.injection) == expected
+    np.testing.assert_allclose(table.network_snr, snrs[expected])
+    assert ((table.ess >= 50) == table.reached).all() and (table.n_samples <= 1000).all()
+    assert (table.n_samples % 200 == 0).all() and ((table.reached) | (table.n_samples == 1000)).all()
+    summary = json.loads((out / "accuracy/summary.json").read_text())
+    assert summary["events"] == 2 and summary["median_efficiency"] == pytest.approx(np.median(table.efficiency))
+    assert (out / "accuracy/efficiency.png").stat().st_size > 0
+    r = bilby.core.result.read_in_result(str(out / f"accuracy/injection_{expected[0]}.hdf5"))
+    assert r.meta_data["gwnpe"]["importance_sampling"]["target_ess"] == 50
+    assert len(r.posterior) == table.n_samples.iloc[0]
+
+
 # Outputs that record wall times or the machine: compared by content below, not by bytes.
 MACHINE_DEPENDENT = ("logs/", "benchmarks/", "model/throughput.csv", "report/timings.csv", "report/provenance.csv",
-                     "posteriors/injection_", "pp/pp.json", "bilby/", "importance_sampling/", "comparison/")
+                     "posteriors/injection_", "pp/pp.json", "bilby/", "importance_sampling/", "comparison/",
+                     "accuracy/")
 
 
 @pytest.mark.slow
@@ -221,6 +249,7 @@ def test_shipped_configs_build_their_dag(names):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "pp" in res.stdout and "train" in res.stdout
     jobs = job_stats(res.stdout)
+    assert jobs["accuracy"] == 1 and jobs["injections"] == 1  # its per-event jobs follow the injections checkpoint
     if names == ("config.yaml",):
         assert jobs["bilby"] == 2 and jobs["distance_lookup"] == 1 and jobs["importance_sampling"] == 1
     if "validation.yaml" in names:
