@@ -99,8 +99,12 @@ def efficiency_figure(efficiency: np.ndarray, reached: np.ndarray, target_ess: f
     reached = np.asarray(reached, bool)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     bins = np.logspace(-6, 0, 25)
-    ax.hist([eff[reached], eff[~reached]], bins=bins, stacked=True, color=["tab:green", "tab:red"],
-            label=[f"ESS >= {target_ess:g}", f"ESS < {target_ess:g} at the budget"])
+    # stacked bars from np.histogram (ax.hist reads two equal-length groups as one 2-D dataset)
+    ok, short = np.histogram(eff[reached], bins)[0], np.histogram(eff[~reached], bins)[0]
+    widths = np.diff(bins)
+    ax.bar(bins[:-1], ok, width=widths, align="edge", color="tab:green", label=f"ESS >= {target_ess:g}")
+    ax.bar(bins[:-1], short, width=widths, bottom=ok, align="edge", color="tab:red",
+           label=f"ESS < {target_ess:g} at the budget")
     ax.axvline(np.median(eff), color="k", ls="--", label=f"median {100 * np.median(eff):.3g}%")
     ax.axvline(0.01, color="0.5", ls=":", label="1%")
     ax.set_xscale("log")

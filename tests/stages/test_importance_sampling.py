@@ -97,3 +97,12 @@ def test_accuracy_stage_tabulates_events_sampled_to_the_target(campaign):
     a = bilby.core.result.read_in_result(str(d / "cmp_0.hdf5")).posterior["log_likelihood"].to_numpy()
     b = bilby.core.result.read_in_result(str(paths[0])).posterior["log_likelihood"].to_numpy()[:200]
     assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("efficiency, reached", [([0.01, 0.002], [True, False]), ([0.3], [True]), ([1e-4, 2e-4], [False, False])])
+def test_efficiency_histogram_counts_every_event(efficiency, reached):
+    from gwnpe.diagnostics.plots import efficiency_figure
+
+    fig = efficiency_figure(np.array(efficiency), np.array(reached), 2000)
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert sum(heights) == len(efficiency)
