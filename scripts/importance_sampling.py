@@ -1,14 +1,13 @@
 from _helpers import configure_logging
 
-from gwnpe.stages.importance_sampling import run_importance_sampling_stage
+from gwnpe.stages.importance_sampling import SECTION_STAGE, run_importance_sampling_stage
 from gwnpe.stages.settings import with_runtime
 
 configure_logging(snakemake)  # noqa: F821
 # the comparison's NPE+IS (rule importance_sampling) or the accuracy campaign's (rule accuracy_sampling)
 section = snakemake.params.section  # noqa: F821
-stage = {"comparison": "importance_sampling", "accuracy": "accuracy_sampling"}[section]
 run_importance_sampling_stage(
-    with_runtime(snakemake.params.settings, snakemake.config, stage),  # noqa: F821
+    with_runtime(snakemake.params.settings, snakemake.config, SECTION_STAGE[section]),  # noqa: F821
     model_path=snakemake.input.model,  # noqa: F821
     injections_path=snakemake.input.injections,  # noqa: F821
     index=int(snakemake.wildcards.i),  # noqa: F821

@@ -105,7 +105,10 @@ def efficiency_figure(efficiency: np.ndarray, reached: np.ndarray, target_ess: f
     ax.bar(bins[:-1], ok, width=widths, align="edge", color="tab:green", label=f"ESS >= {target_ess:g}")
     ax.bar(bins[:-1], short, width=widths, bottom=ok, align="edge", color="tab:red",
            label=f"ESS < {target_ess:g} at the budget")
-    ax.axvline(np.median(eff), color="k", ls="--", label=f"median {100 * np.median(eff):.3g}%")
+    if len(eff):
+        ax.axvline(np.median(eff), color="k", ls="--", label=f"median {100 * np.median(eff):.3g}%")
+    else:
+        ax.set_title("no event reached the campaign's SNR threshold")
     ax.axvline(0.01, color="0.5", ls=":", label="1%")
     ax.set_xscale("log")
     ax.set_xlabel("importance-sampling sample efficiency (ESS / samples)")

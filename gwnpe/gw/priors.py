@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import PriorError
+from ..errors import ConfigError, PriorError
 
 logger = logging.getLogger(__name__)
 
@@ -476,3 +476,14 @@ def injected_parameters(priors, parameters: dict, trigger_time: float) -> dict:
     full = {**fixed_parameters(priors), **parameters}
     full["geocent_time"] = full.get("geocent_time", 0.0) + trigger_time
     return full
+
+
+def check_arrival_time_parameters(priors, source) -> None:
+    """GNPE shifts each detector's strain by its arrival time: refuse a prior (file ``source``) that
+    fixes or lacks a parameter the arrival times depend on (:data:`ARRIVAL_TIME_PARAMETERS`)."""
+    missing = [k for k in ARRIVAL_TIME_PARAMETERS if k not in sampled_keys(priors)]
+    if missing:
+        raise ConfigError(
+            f"model.gnpe.enabled: true needs {', '.join(ARRIVAL_TIME_PARAMETERS)} sampled in the prior file "
+            f"'{source}', which fixes or lacks {', '.join(missing)}: give them a distribution there, or set "
+            "model.gnpe.enabled: false.")

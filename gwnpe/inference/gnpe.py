@@ -136,7 +136,7 @@ def density_recovery(proxies: np.ndarray, conditional, in_support, kappa: float,
             break
         # draw as many as the acceptance so far says are needed (a poorly trained network's draws often
         # miss the kernel), at most max_batch at a time
-        acc = kept / drawn if drawn and kept else (1.0 if not drawn else 1.0 / drawn)
+        acc = max(kept, 1) / drawn if drawn else 1.0
         m = min(max_batch, max_draws - drawn, int(need / max(acc, 1e-6) * 1.2) + 16)
         t_hat, lq_t = proposal(m)
         theta, lq, t = conditional(t_hat)
@@ -162,10 +162,11 @@ class GNPESampler:
     ----------
     model : NPEModel with ``model.gnpe``
     d : (n_det, n_bins) whitened strain, phase origin at the trigger time
+    frequencies : (n_bins,) the model's frequency grid [Hz] (``model_domain(model).frequencies``)
     device : torch device
     """
 
-    def __init__(self, model, d, device="cpu"):
+    def __init__(self, model, d, frequencies, device="cpu"):
         if model.gnpe is None:
             raise InferenceError("GNPESampler needs a model trained with model.gnpe.enabled.")
         self.model = model.to(device).eval()
@@ -175,9 +176,7 @@ class GNPESampler:
         self.names = list(model.parameter_names)
         self.i_time = self.names.index("geocent_time")
         self.i_ra, self.i_dec = self.names.index("ra"), self.names.index("dec")
-        dom = model.settings["domain"]
-        n_bins = model.settings["n_bins"]
-        self.frequencies = float(dom["f_min"]) + np.arange(n_bins) / float(dom["duration"])
+        self.frequencies = np.asarray(frequencies, float)
         self.network = DetectorNetwork(list(model.settings["detectors"]), reference_time=float(model.settings["trigger_time"]),
                                        dtype=torch.float64)
 

@@ -198,8 +198,8 @@ def importance_sample_to_target(model, strain: dict, psds: dict, start_time: flo
     ``max_samples`` samples have been drawn.
 
     Batch ``b`` is drawn with seed ``seed + b * BATCH_SEED_STRIDE`` (so that the batches of runs whose
-    seeds differ by a small offset, e.g. one per injection, never share flow draws); the weights, ESS, Pareto k-hat and evidence are those
-    of all batches together (:func:`importance_weights`, with every flow draw counted in the
+    seeds differ by a small offset, e.g. one per injection, never share flow draws); the weights, ESS,
+    Pareto k-hat and evidence are those of all batches together (:func:`importance_weights`, with every flow draw counted in the
     evidence's mean), so stopping early never biases them: the estimate after b batches is an ordinary
     importance-sampling estimate of b * batch_size samples. Likelihoods are computed on ``client``'s
     dask workers when given, with weights identical to the serial run.

@@ -183,7 +183,7 @@ def sample_gnpe(model, d, n: int, seed: int | None = None, device="cpu", iterati
     from .gnpe import GNPESampler
 
     iterations = iterations if iterations is not None else getattr(model, "gnpe_iterations", None)
-    out = GNPESampler(model, d, device=device).sample(n, model_priors(model), iterations=iterations,
+    out = GNPESampler(model, d, model_domain(model).frequencies, device=device).sample(n, model_priors(model), iterations=iterations,
                                                       seed=0 if seed is None else int(seed))
     logger.info("GNPE: %d Gibbs iterations over %d chains (mean arrival time moving %.3f sigma per iteration at "
                 "the end); density recovery kept %.1f%% of its draws", out["gnpe"]["iterations"], out["gnpe"]["chains"],

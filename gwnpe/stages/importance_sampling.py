@@ -20,6 +20,8 @@ from .settings import stage_settings
 logger = logging.getLogger(__name__)
 
 
+#: Config section of the sample sizes -> the stage (settings table entry) that uses it.
+SECTION_STAGE = {"comparison": "importance_sampling", "accuracy": "accuracy_sampling"}
 #: Seed offset of the accuracy campaign's draws, so that they never repeat the comparison's of the same event.
 SECTION_SEED_OFFSET = {"comparison": 0, "accuracy": 500_000_000}
 
@@ -40,7 +42,7 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
 
     torch.set_num_threads(max(1, int(threads)))
     cmp = settings[section]
-    stage = {"comparison": "importance_sampling", "accuracy": "accuracy_sampling"}[section]
+    stage = SECTION_STAGE[section]
     inj = load_event(injections_path, index, ComparisonError)
     model = load_model(model_path, device=device)
     check_model_parameters(model, inj["parameters"], injections_path)

@@ -27,7 +27,7 @@ from ..products.training_set import load_training_set
 from ..diagnostics.training_plots import loss_figure
 from ..errors import GwnpeError
 from ..gw.domain import analysis_psd, build_domain
-from ..gw.priors import ARRIVAL_TIME_PARAMETERS as GNPE_PARAMETERS, EXTRINSIC, draw, load_priors, sampled_keys
+from ..gw.priors import EXTRINSIC, check_arrival_time_parameters, draw, load_priors, sampled_keys
 from ..nn.gnpe import gnpe_standardisation
 from ..nn.model import build_model
 from ..nn.simulator import Simulator, TrainingData
@@ -104,11 +104,7 @@ def run_train_stage(
     gnpe = settings["model"].get("gnpe") or {}
     kappa = float(gnpe["kappa"]) if gnpe.get("enabled") else None
     if kappa is not None:
-        missing = [k for k in GNPE_PARAMETERS if k not in names]
-        if missing:
-            raise GwnpeError(f"model.gnpe.enabled needs {', '.join(GNPE_PARAMETERS)} sampled in the prior "
-                             f"'{settings['priors']}', which fixes or lacks {', '.join(missing)}; sample them or set "
-                             "model.gnpe.enabled: false.")
+        check_arrival_time_parameters(priors, settings["priors"])
     sim = Simulator(basis.V, basis.asd_reference, asds, domain.frequencies, settings["detectors"],
                     settings["trigger_time"], priors, settings["waveform"]["reference_distance"],
                     gnpe_kappa=kappa).to(device)

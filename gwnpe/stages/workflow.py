@@ -27,16 +27,10 @@ def check_config(config: dict) -> dict:
 
 def check_gnpe(config: dict, priors) -> None:
     """GNPE shifts each detector's strain by its arrival time: the prior must sample what that depends on."""
-    from ..gw.priors import ARRIVAL_TIME_PARAMETERS, sampled_keys
+    from ..gw.priors import check_arrival_time_parameters
 
-    if not config["model"]["gnpe"]["enabled"]:
-        return
-    missing = [k for k in ARRIVAL_TIME_PARAMETERS if k not in sampled_keys(priors)]
-    if missing:
-        raise ConfigError(
-            f"model.gnpe.enabled: true needs {', '.join(ARRIVAL_TIME_PARAMETERS)} sampled in the prior file "
-            f"'{config['priors']}', which fixes or lacks {', '.join(missing)}: give them a distribution there, or set "
-            "model.gnpe.enabled: false.")
+    if config["model"]["gnpe"]["enabled"]:
+        check_arrival_time_parameters(priors, config["priors"])
 
 
 def needs_distance_lookup(config: dict) -> bool:
