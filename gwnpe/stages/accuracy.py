@@ -33,7 +33,7 @@ def run_accuracy_stage(settings: dict, *, indices: list[int], paths: list, out_c
         s = meta["importance_sampling"]
         npe, is_time = float(meta["npe_time_s"]), float(s["time"])
         rows.append([i, float(meta["snr"]["network_optimal"]), s["efficiency"], s["ess"], s["pareto_k"], s["n"],
-                     s.get("target_ess"), bool(s.get("reached", False)), npe, is_time,
+                     s["target_ess"], bool(s["reached"]), npe, is_time,
                      (npe + is_time) / max(s["ess"], 1e-12)])
     eff = np.array([row[2] for row in rows])
     reached = np.array([row[7] for row in rows])
