@@ -133,8 +133,10 @@ def test_workflow_on_slurm_equals_local_run(slurm_cluster, tmp_path_factory):
         # the test node's partition (leaving it unset would use the same default) and memory that fits
         # it; replaces the profile's 4-64 GB requests
         "--default-resources", "slurm_partition=debug", f"mem_mb={mem}", "runtime=30",
-        # the profile's 4-8 CPUs per big job would not fit; profiles/local's threads give comparable outputs
-        "--set-threads", "svd=2", "training_set=2", "train=2",
+        # the profile's 4-8 CPUs per big job would not fit; profiles/local's threads give comparable outputs.
+        # accuracy_sampling serially: two dask workers in a 1 GB job get 500 MiB each, less than bilby's
+        # footprint, and dask pauses them (then "No valid workers found"); its weights equal the dask run's
+        "--set-threads", "svd=2", "training_set=2", "train=2", "accuracy_sampling=1",
         # no GPU here: train as a CPU job (replaces the profile's set-resources, gpu: 1 included)
         "--set-resources", "train:gpu=0",
         # short jobs: status checks 4 s after a submission, then +14 s (the plugin adds 10 s per check
