@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import GwnpeError
 
@@ -138,6 +139,8 @@ def cmd_sample(args) -> int:
     if not psd_files:
         logging.getLogger("gwnpe").info("no --psd given: using the PSDs the model was trained with")
     psds = analysis_psds(model, {ifo: psd_on_domain(p, dom) for ifo, p in psd_files.items()}, window_factor)
+    if args.refine != "never" and args.target_ess is None:
+        raise GwnpeError(f"--refine {args.refine} needs --target-ess (refinement importance-samples to a target ESS).")
     if args.target_ess is not None:
         args.importance_sampling = True
     if args.workers < 0:
@@ -168,7 +171,26 @@ def cmd_sample(args) -> int:
                 from .stages.cluster import dask_client
 
                 client = stack.enter_context(dask_client({"cluster": "local", "n_workers": args.workers}, args.workers))
-            if args.target_ess is not None:
+            if args.refine != "never":
+                from .inference.refinement import importance_sample_refined
+                from .products.basis import load_basis
+                from .products.model import save_model
+
+                res, refined = importance_sample_refined(
+                    model, strain, psds, start, approximant, f_ref, target_ess=args.target_ess,
+                    max_samples=args.max_samples or 20 * args.n, batch_size=args.n, refine=args.refine,
+                    seed=0 if args.seed is None else args.seed, client=client, device=args.device,
+                    basis=load_basis(args.basis) if args.basis else None)
+                if refined is not None:
+                    out_path = Path(args.output)
+                    save_model(out_path.with_name(out_path.stem + ".refined.pt"), refined,
+                               {"stage": "refinement", "parent_model": str(args.model),
+                                "parent_provenance": getattr(model, "provenance", None)},
+                               extra={**model.extra, "refinement": res["refinement"]["bounds"]})
+                meta["refinement"] = res["refinement"]
+                out = {"samples": res["samples"], "log_q": res["log_q"], "sampling_time": res["npe_time"],
+                       "acceptance": res["n"] / res["n_drawn"], **({"gnpe": res["gnpe"]} if "gnpe" in res else {})}
+            elif args.target_ess is not None:
                 res = importance_sample_to_target(
                     model, strain, psds, start, approximant, f_ref, target_ess=args.target_ess,
                     max_samples=args.max_samples or 20 * args.n, batch_size=args.n,
@@ -177,7 +199,9 @@ def cmd_sample(args) -> int:
                        "acceptance": res["n"] / res["n_drawn"], **({"gnpe": res["gnpe"]} if "gnpe" in res else {})}
             else:
                 res = importance_sample(model, strain, psds, start, out["samples"], out["log_q"],
-                                        args.n / out["acceptance"], approximant, f_ref, client=client)
+                                        args.n / out["acceptance"], approximant, f_ref, client=client,
+                                        seed=0 if args.seed is None else args.seed)
+                out["samples"] = {**out["samples"], **res["reconstructed"]}  # the marginalised parameters' draws
         warn_if_inefficient(res)
         extra, evidence, meta["importance_sampling"] = importance_result_fields(res)
     meta["acceptance"] = out["acceptance"]
@@ -251,6 +275,11 @@ def main(argv=None) -> int:
                     help="sample budget for --target-ess (default 20 batches of -n); stops there with a warning")
     sp.add_argument("--workers", type=int, default=0,
                     help="dask worker processes for the likelihoods of importance sampling (default 0: in this process)")
+    sp.add_argument("--refine", choices=["auto", "never", "always"], default="never",
+                    help="per-event refinement with --target-ess: fine-tune a copy of the network on a prior truncated "
+                         "to this event's posterior when the amortised efficiency is below 1%% (auto) or always, "
+                         "then importance-sample with it; the refined network is written beside -o (.refined.pt)")
+    sp.add_argument("--basis", help="basis.h5 of the model's svd stage, for --refine with a model file that carries none")
     sp.add_argument("--gnpe-iterations", type=int, default=None,
                     help="Gibbs iterations for a GNPE model (default: model.gnpe.iterations it was trained with)")
     sp.add_argument("--approximant", help="waveform model for --importance-sampling (default: the model's)")

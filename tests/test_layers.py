@@ -60,7 +60,8 @@ def depth(module: str) -> int:
 def test_every_module_is_in_a_layer_and_the_graph_has_no_cycle():
     for m in FILES:
         layer(m)
-    assert max(depth(m) for m in FILES) <= 6, {m: depth(m) for m in FILES}
+    # the longest chain: a stage -> inference.refinement -> importance_sampling -> sampling -> gnpe -> nn -> gw
+    assert max(depth(m) for m in FILES) <= 7, {m: depth(m) for m in FILES}
 
 
 @pytest.mark.parametrize("module", sorted(FILES))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import logging
 import re
 from pathlib import Path
@@ -487,3 +488,80 @@ def check_arrival_time_parameters(priors, source) -> None:
             f"model.gnpe.enabled: true needs {', '.join(ARRIVAL_TIME_PARAMETERS)} sampled in the prior file "
             f"'{source}', which fixes or lacks {', '.join(missing)}: give them a distribution there, or set "
             "model.gnpe.enabled: false.")
+
+
+@functools.cache
+def _truncated_class():
+    """:class:`Truncated`, built on first use (bilby is imported lazily in this module)."""
+    from bilby.core.prior import Prior
+
+    class Truncated(Prior):
+        """A one-dimensional prior restricted to ``[minimum, maximum]`` and renormalised there.
+
+        Exact for any bilby prior with a ``cdf``: draws are the base prior's inverse CDF applied to
+        uniforms mapped into ``[cdf(minimum), cdf(maximum)]``; the density is the base density divided
+        by the mass kept. Used by per-event refinement (:mod:`gwnpe.inference.refinement`).
+        """
+
+        def __init__(self, base, minimum: float, maximum: float):
+            lo, hi = float(getattr(base, "minimum", -np.inf)), float(getattr(base, "maximum", np.inf))
+            minimum, maximum = max(float(minimum), lo), min(float(maximum), hi)
+            if not minimum < maximum:
+                raise PriorError(f"truncating the {base.name} prior to [{minimum:g}, {maximum:g}] keeps no prior mass.")
+            super().__init__(name=base.name, latex_label=base.latex_label, unit=base.unit, minimum=minimum,
+                             maximum=maximum, boundary=None)
+            self.base = base
+            self.cdf_minimum = float(base.cdf(minimum)) if minimum > lo else 0.0
+            self.cdf_maximum = float(base.cdf(maximum)) if maximum < hi else 1.0
+            self.mass = self.cdf_maximum - self.cdf_minimum
+            if not self.mass > 0:
+                raise PriorError(f"truncating the {base.name} prior to [{minimum:g}, {maximum:g}] keeps no prior mass.")
+
+        def rescale(self, val):
+            u = self.cdf_minimum + np.asarray(val, float) * self.mass
+            return np.clip(self.base.rescale(u), self.minimum, self.maximum)
+
+        def prob(self, val):
+            val = np.asarray(val, float)
+            return np.where(self.is_in_prior_range(val), self.base.prob(val) / self.mass, 0.0)
+
+        def ln_prob(self, val):
+            with np.errstate(divide="ignore"):
+                return np.log(self.prob(val))
+
+        def cdf(self, val):
+            return np.clip((np.asarray(self.base.cdf(np.asarray(val, float)), float) - self.cdf_minimum) / self.mass, 0.0, 1.0)
+
+    return Truncated
+
+
+def truncate_priors(priors, bounds: dict[str, tuple[float, float]]):
+    """A copy of ``priors`` with each parameter of ``bounds`` restricted to its ``(minimum, maximum)``
+    (clipped to the prior's own range) and renormalised; the others are unchanged.
+
+    Raises
+    ------
+    PriorError
+        If a bound names a parameter that is not sampled, or keeps no prior mass.
+    """
+    import copy
+
+    out = copy.deepcopy(priors)
+    truncated = _truncated_class()
+    sampled = sampled_keys(priors)
+    for k, (lo, hi) in bounds.items():
+        if k not in sampled:
+            raise PriorError(f"cannot truncate '{k}': it is not a sampled parameter of the prior ({', '.join(sampled)}).")
+        base = out[k].base if isinstance(out[k], truncated) else out[k]
+        out[k] = truncated(base, lo, hi)
+    return out
+
+
+def prior_bounds(prior) -> tuple[float, float]:
+    """(minimum, maximum) of a one-dimensional prior (infinite where it has none)."""
+    return float(getattr(prior, "minimum", -np.inf)), float(getattr(prior, "maximum", np.inf))
+
+
+def is_periodic(prior) -> bool:
+    """Whether the prior's boundary is periodic (phase, ra, psi in the repo's prior files)."""
+    return getattr(prior, "boundary", None) == "periodic"

@@ -18,8 +18,8 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ..errors import GwnpeError, ImportanceSamplingWarning
-from ..gw.likelihood import build_likelihood, log_likelihood_ratios
-from ..gw.priors import fixed_parameters, to_absolute_time
+from ..gw.likelihood import MARGINALIZED, build_likelihood, log_likelihood_ratios, time_grid_domain
+from ..gw.priors import fixed_parameters, load_priors, to_absolute_time
 from .sampling import model_domain, model_priors, sample_posterior
 
 logger = logging.getLogger(__name__)
@@ -107,10 +107,20 @@ def importance_result_fields(res: dict) -> tuple[dict, dict, dict]:
     return columns, evidence, summary
 
 
+def model_marginalization(model) -> list[str]:
+    """What the model's importance sampling marginalises over (config names ``phase``, ``time``): the
+    parameters its network leaves out (``model.marginalized`` at training)."""
+    return list(model.settings.get("marginalized") or [])
+
+
 def importance_sample(model, strain: dict, psds: dict, start_time: float, samples: dict, log_q: np.ndarray,
                       n_drawn: int, approximant: str, reference_frequency: float, client=None,
-                      chunk_size: int = 1000) -> dict:
+                      chunk_size: int = 1000, seed: int = 0) -> dict:
     """Reweight NPE samples of one event with the exact bilby likelihood and the model's prior.
+
+    For a model whose network leaves out phase and/or coalescence time (``model.marginalized``), the
+    likelihood is bilby's, marginalised exactly over them (:func:`likelihood_spec`), and they are drawn
+    afterwards from their exact conditional posterior given each sample (``reconstructed``).
 
     Parameters
     ----------
@@ -122,11 +132,14 @@ def importance_sample(model, strain: dict, psds: dict, start_time: float, sample
         Flow draws that gave these samples (see :func:`importance_weights`).
     client : distributed.Client, optional
         Likelihoods on its workers, in chunks of ``chunk_size`` (same values as serially).
+    seed : int
+        Seed of the reconstruction's draws.
 
     Returns
     -------
     The dict of :func:`importance_weights` plus ``log_likelihood`` (ratio), ``log_prior``,
-    ``log_noise_evidence``, ``log_bayes_factor`` and ``time`` [s].
+    ``log_noise_evidence``, ``log_bayes_factor``, ``time`` [s] and ``reconstructed`` (dict of the
+    marginalised parameters' draws, GPS ``geocent_time``; empty when nothing is marginalised).
     """
     t0 = time.perf_counter()
     trigger = model.settings["trigger_time"]
@@ -134,17 +147,17 @@ def importance_sample(model, strain: dict, psds: dict, start_time: float, sample
     names = list(model.parameter_names)
     theta = {k: np.asarray(samples[k], float) for k in names}
     log_prior = priors.ln_prob(theta, axis=0)
-    like = build_likelihood(model_domain(model), strain, psds, start_time, approximant, reference_frequency)
-    if client is None:
-        log_l = log_likelihood_ratios(like, theta, fixed_parameters(model_priors(model)))
-    else:
-        log_l = log_likelihoods(likelihood_spec(model, strain, psds, start_time, approximant, reference_frequency),
-                                theta, client, chunk_size)
+    spec = likelihood_spec(model, strain, psds, start_time, approximant, reference_frequency)
+    log_l = log_likelihoods(spec, theta, client, chunk_size)
     out = importance_weights(log_l, log_prior, log_q, n_drawn)
-    noise = float(like.noise_log_likelihood())
+    noise = float(build_likelihood(model_domain(model), strain, psds, start_time, approximant,
+                                   reference_frequency).noise_log_likelihood())
     out.update(log_likelihood=log_l, log_prior=np.asarray(log_prior, float), log_noise_evidence=noise,
-               log_bayes_factor=out["log_evidence"], time=time.perf_counter() - t0)
+               log_bayes_factor=out["log_evidence"],
+               reconstructed=(reconstruct(spec, theta, client, chunk_size, seed, out["weights"])
+                              if spec["marginalization"] else {}))
     out["log_evidence"] = out["log_bayes_factor"] + noise
+    out["time"] = time.perf_counter() - t0
     return out
 
 
@@ -154,22 +167,115 @@ def importance_sample(model, strain: dict, psds: dict, start_time: float, sample
 def likelihood_spec(model, strain: dict, psds: dict, start_time: float, approximant: str,
                     reference_frequency: float) -> dict:
     """Everything that defines an event's exact likelihood, as plain data (shipped to dask workers,
-    which rebuild the bilby likelihood from it: bilby objects are not sent over the wire)."""
+    which rebuild the bilby likelihood from it: bilby objects are not sent over the wire).
+
+    With ``marginalization`` (the model's :func:`model_marginalization`), the likelihood is bilby's
+    phase- and/or time-marginalised one, on the fine time grid of :func:`time_grid_domain` without
+    bilby's time jitter; its prior comes from the model's prior text."""
     dom = model_domain(model)
+    marg = model_marginalization(model)
+    if "time" in marg:
+        dom = time_grid_domain(dom)
     return {"domain": (dom.f_min, dom.f_max, dom.duration, dom.sampling_frequency),
             "strain": {k: np.asarray(v, complex) for k, v in strain.items()},
             "psds": {k: np.asarray(v, float) for k, v in psds.items()}, "start_time": float(start_time),
             "approximant": approximant, "reference_frequency": float(reference_frequency),
-            "fixed": fixed_parameters(model_priors(model))}
+            "fixed": fixed_parameters(model_priors(model)), "marginalization": marg,
+            "prior_text": model.settings["prior_file"] if marg else None,
+            "trigger_time": float(model.settings["trigger_time"])}
+
+
+def event_likelihood(spec: dict):
+    """The bilby likelihood of :func:`likelihood_spec`, and the fixed parameters a sample is completed with
+    (for a time-marginalised likelihood, ``geocent_time`` at the segment start as bilby's samplers use it)."""
+    from ..gw.domain import FrequencyDomain
+
+    marg = list(spec.get("marginalization") or [])
+    priors = None
+    fixed = dict(spec["fixed"])
+    if marg:
+        priors = to_absolute_time(load_priors("<the prior stored in the model file>", text=spec["prior_text"]),
+                                  spec["trigger_time"])
+        if "time" in marg:
+            fixed["geocent_time"] = spec["start_time"]
+        if "phase" in marg:
+            fixed["phase"] = 0.0
+    like = build_likelihood(FrequencyDomain(*spec["domain"]), spec["strain"], spec["psds"], spec["start_time"],
+                            spec["approximant"], spec["reference_frequency"], priors=priors, marginalization=marg,
+                            jitter_time=False)
+    return like, fixed
 
 
 def chunk_log_likelihood(spec: dict, theta: dict) -> np.ndarray:
     """log likelihood ratios of one chunk of samples (a dask task; also the serial path)."""
-    from ..gw.domain import FrequencyDomain
+    like, fixed = event_likelihood(spec)
+    return log_likelihood_ratios(like, theta, fixed)
 
-    like = build_likelihood(FrequencyDomain(*spec["domain"]), spec["strain"], spec["psds"], spec["start_time"],
-                            spec["approximant"], spec["reference_frequency"])
-    return log_likelihood_ratios(like, theta, spec["fixed"])
+
+def chunk_reconstruct(spec: dict, theta: dict, seed: int, first: int = 0) -> dict:
+    """Draws of the marginalised parameters from their exact conditional posterior given each sample of
+    one chunk (bilby's reconstruction; sample ``first + i`` seeded with ``(seed, first + i)``, so the draws
+    do not depend on the chunking: a dask task; also the serial path). A sample LAL refuses (zero
+    weight) gets a draw from the prior instead."""
+    from bilby.core.utils import random as bilby_random
+
+    like, fixed = event_likelihood(spec)
+    priors = to_absolute_time(load_priors("<the prior stored in the model file>", text=spec["prior_text"]),
+                              spec["trigger_time"])
+    keys = [MARGINALIZED[m] for m in spec["marginalization"]]
+    n = len(next(iter(theta.values())))
+    out = {k: np.empty(n) for k in keys}
+    for i in range(n):
+        bilby_random.Generator.rng = np.random.default_rng([int(seed), int(first) + i])  # what bilby.core.utils.random.seed sets
+        params = {**fixed, **{k: float(v[i]) for k, v in theta.items()}}
+        try:
+            new = like.generate_posterior_sample_from_marginalized_likelihood(params)
+        except (RuntimeError, ValueError):
+            new = {k: float(priors[k].sample()) for k in keys}
+        for k in keys:
+            out[k][i] = new[k]
+    return out
+
+
+#: Samples whose weight is below this fraction of the largest carry no posterior mass worth a
+#: reconstruction (all of them together hold at most n times this of it): their marginalised
+#: parameters are drawn from the prior instead of the conditional posterior, which saves most of the
+#: reconstruction's time (about 19 ms a sample) when the efficiency is low.
+RECONSTRUCT_MIN_WEIGHT = 1e-8
+
+
+def reconstruct(spec: dict, theta: dict, client=None, chunk_size: int = 1000, seed: int = 0,
+                weights: np.ndarray | None = None) -> dict:
+    """:func:`chunk_reconstruct` over the samples in chunks, on ``client``'s dask workers when given:
+    identical to the serial computation whatever the chunk size. With ``weights``, only samples whose
+    weight is at least :data:`RECONSTRUCT_MIN_WEIGHT` of the largest are reconstructed; the others get
+    prior draws (seeded likewise)."""
+    n_all = len(next(iter(theta.values())))
+    keys = [MARGINALIZED[m] for m in spec["marginalization"]]
+    if weights is not None and n_all:
+        w = np.asarray(weights, float)
+        keep = w >= RECONSTRUCT_MIN_WEIGHT * w.max() if w.max() > 0 else np.zeros(n_all, bool)
+        priors = to_absolute_time(load_priors("<the prior stored in the model file>", text=spec["prior_text"]),
+                                  spec["trigger_time"])
+        rng = np.random.default_rng([int(seed), n_all])
+        out = {k: np.asarray(priors[k].rescale(rng.random(n_all)), float) for k in keys}
+        if keep.any():
+            sub = reconstruct(spec, {k: np.asarray(v)[keep] for k, v in theta.items()}, client, chunk_size, seed)
+            for k in keys:
+                out[k][keep] = sub[k]
+        logger.info("reconstructed %s for %d of %d samples (the others carry < %g of the largest weight)",
+                    ", ".join(keys), int(keep.sum()), n_all, RECONSTRUCT_MIN_WEIGHT)
+        return out
+    n = n_all
+    firsts = list(range(0, n, chunk_size))
+    chunks = [{k: v[i:i + chunk_size] for k, v in theta.items()} for i in firsts]
+    if client is None:
+        parts = [chunk_reconstruct(spec, c, seed, i) for c, i in zip(chunks, firsts)]
+    else:
+        spec_f = client.scatter([spec], broadcast=True)[0]
+        parts = client.gather(client.map(chunk_reconstruct, [spec_f] * len(chunks), chunks, [int(seed)] * len(chunks),
+                                         firsts, pure=False))
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys} if parts else {k: np.empty(0) for k in keys}
 
 
 def log_likelihoods(spec: dict, theta: dict, client=None, chunk_size: int = 1000) -> np.ndarray:
@@ -245,6 +351,8 @@ def importance_sample_to_target(model, strain: dict, psds: dict, start_time: flo
                log_bayes_factor=out["log_evidence"], log_q=np.concatenate(log_q), npe_time=npe_time,
                samples={k: np.concatenate([s[k] for s in samples]) for k in samples[0]}, n_batches=b,
                target_ess=float(target_ess), reached=bool(out["ess"] >= target_ess))
+    out["samples"].update(reconstruct(spec, {k: out["samples"][k] for k in names}, client, chunk_size, seed,
+                                      out["weights"]) if spec["marginalization"] else {})
     if gnpe is not None:
         out["gnpe"] = gnpe  # the diagnostics of the last batch's Gibbs chains
     out["log_evidence"] = out["log_bayes_factor"] + noise

@@ -20,7 +20,8 @@ from .settings import stage_settings
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("injection", "network_snr", "efficiency", "ess", "pareto_k", "n_samples", "target_ess", "reached",
-           "npe_time_s", "is_time_s", "seconds_per_effective_sample")
+           "npe_time_s", "is_time_s", "seconds_per_effective_sample", "refined", "efficiency_before",
+           "refine_time_s", "truncation_ok")
 
 
 def run_accuracy_stage(settings: dict, *, indices: list[int], paths: list, out_csv, out_json, out_plot) -> dict:
@@ -32,9 +33,16 @@ def run_accuracy_stage(settings: dict, *, indices: list[int], paths: list, out_c
         meta = r.meta_data["gwnpe"]
         s = meta["importance_sampling"]
         npe, is_time = float(meta["npe_time_s"]), float(s["time"])
+        ref = s.get("refinement") or {}
+        refined = bool(ref.get("refined"))
         rows.append([i, float(meta["snr"]["network_optimal"]), s["efficiency"], s["ess"], s["pareto_k"], s["n"],
                      s["target_ess"], bool(s["reached"]), npe, is_time,
-                     (npe + is_time) / max(s["ess"], 1e-12)])
+                     # the refinement's simulation and fine-tuning included
+                     (npe + is_time + (ref["info"]["seconds"] if refined else 0.0)) / max(s["ess"], 1e-12), refined,
+                     # the amortised network's first batch (= the final efficiency when not refined)
+                     ref.get("efficiency_before", s["efficiency"]),
+                     ref.get("time") if refined else None,
+                     ref["truncation"]["ok"] if refined else None])
     eff = np.array([row[2] for row in rows])
     reached = np.array([row[7] for row in rows])
     summary = {
@@ -42,6 +50,8 @@ def run_accuracy_stage(settings: dict, *, indices: list[int], paths: list, out_c
         "median_efficiency": float(np.median(eff)) if rows else None,
         "min_efficiency": float(np.min(eff)) if rows else None,
         "median_ess": float(np.median([row[3] for row in rows])) if rows else None,
+        "median_efficiency_before_refinement": float(np.median([row[12] for row in rows])) if rows else None,
+        "refined": int(sum(row[11] for row in rows)),
         "reached_target": int(reached.sum()),
         "target_ess": settings["accuracy"]["target_ess"],
         "max_samples": settings["accuracy"]["max_samples"],

@@ -4,6 +4,7 @@ bilby likelihood (NPE+IS, :mod:`gwnpe.inference.importance_sampling`), as a bilb
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from .. import provenance
 from ..errors import ComparisonError
@@ -18,6 +19,13 @@ from ..products.results import save_result
 from .settings import stage_settings
 
 logger = logging.getLogger(__name__)
+
+
+def refined_model_path(result_path) -> Path:
+    """Where the accuracy stage writes an event's refined network: beside its result,
+    ``injection_{i}.refined.pt``."""
+    result_path = Path(result_path)
+    return result_path.with_name(result_path.stem + ".refined.pt")
 
 
 #: Config section of the sample sizes -> the stage (settings table entry) that uses it.
@@ -53,8 +61,9 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
                                seed=seed, device=device)
         n_drawn = cmp["n_samples"] / out["acceptance"]
         res = importance_sample(model, inj["strain"], inj["psd"], inj["start_time"], out["samples"], out["log_q"],
-                                n_drawn, w["approximant"], w["reference_frequency"])
-        samples, log_q, npe_time, acceptance = out["samples"], out["log_q"], out["sampling_time"], out["acceptance"]
+                                n_drawn, w["approximant"], w["reference_frequency"], seed=seed)
+        samples = {**out["samples"], **res["reconstructed"]}  # with the marginalised parameters' draws
+        log_q, npe_time, acceptance = out["log_q"], out["sampling_time"], out["acceptance"]
         gnpe = out.get("gnpe")
     else:
         with contextlib.ExitStack() as stack:
@@ -63,10 +72,27 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
                 from .cluster import dask_client
 
                 client = stack.enter_context(dask_client(settings["dask"], int(threads)))
-            res = importance_sample_to_target(
-                model, inj["strain"], inj["psd"], inj["start_time"], w["approximant"], w["reference_frequency"],
-                target_ess=cmp["target_ess"], max_samples=cmp["max_samples"], batch_size=cmp["n_samples"],
-                seed=seed, client=client, device=device)
+            refine = cmp.get("refine", "never")
+            if refine == "never":
+                res = importance_sample_to_target(
+                    model, inj["strain"], inj["psd"], inj["start_time"], w["approximant"], w["reference_frequency"],
+                    target_ess=cmp["target_ess"], max_samples=cmp["max_samples"], batch_size=cmp["n_samples"],
+                    seed=seed, client=client, device=device)
+            else:
+                from ..inference.refinement import importance_sample_refined
+                from ..products.model import save_model
+
+                res, refined = importance_sample_refined(
+                    model, inj["strain"], inj["psd"], inj["start_time"], w["approximant"], w["reference_frequency"],
+                    target_ess=cmp["target_ess"], max_samples=cmp["max_samples"], batch_size=cmp["n_samples"],
+                    refine=refine, settings=cmp.get("refinement"), seed=seed, client=client, device=device)
+                if refined is not None:
+                    # the per-event network beside the result (the amortised model file is untouched)
+                    path = refined_model_path(out_path)
+                    save_model(path, refined, make_provenance(stage, stage_settings(settings, stage),
+                                                              inputs={"model": model_path, "injections": injections_path}),
+                               extra={**model.extra, "refinement": res["refinement"]["bounds"]})
+                    res["refinement"]["model"] = Path(path).name
         samples, log_q, npe_time = res["samples"], res["log_q"], res["npe_time"]
         acceptance = len(log_q) / res["n_drawn"]
         gnpe = res.get("gnpe")
@@ -77,6 +103,8 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
     priors = model_priors(model)
     truth = injected_parameters(priors, inj["parameters"], settings["trigger_time"])
     extra, evidence, is_summary = importance_result_fields(res)
+    if "refinement" in res:
+        is_summary["refinement"] = res["refinement"]
     save_result(
         out_path, model, priors, samples, log_q, npe_time + res["time"], label=f"injection_{index}_is",
         injection_parameters=generate_mass_parameters(truth),

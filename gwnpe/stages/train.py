@@ -27,7 +27,8 @@ from ..products.training_set import load_training_set
 from ..diagnostics.training_plots import loss_figure
 from ..errors import GwnpeError
 from ..gw.domain import analysis_psd, build_domain
-from ..gw.priors import EXTRINSIC, check_arrival_time_parameters, draw, load_priors, sampled_keys
+from ..gw.likelihood import network_parameters
+from ..gw.priors import EXTRINSIC, check_arrival_time_parameters, draw, load_priors
 from ..nn.gnpe import gnpe_standardisation
 from ..nn.model import build_model
 from ..nn.simulator import Simulator, TrainingData
@@ -88,7 +89,9 @@ def run_train_stage(
     device = select_device(tr["device"])
     domain = build_domain(settings)
     priors = load_priors(settings["priors"])
-    names = sampled_keys(priors)
+    marginalized = list(settings["model"].get("marginalized") or [])
+    # the network leaves out what importance sampling marginalises over (gwnpe.gw.likelihood)
+    names = network_parameters(priors, marginalized)
     ts = load_training_set(training_set_path)
     data = TrainingData(ts.parameters, ts.h_plus, ts.h_cross)
     del ts
@@ -124,6 +127,7 @@ def run_train_stage(
     model_settings = {
         "model": settings["model"],
         "parameters": names,
+        "marginalized": marginalized,
         "detectors": list(settings["detectors"]),
         "n_bins": len(domain),
         "basis_size": basis.size,
@@ -193,7 +197,9 @@ def run_train_stage(
                                             **{f"psd_{k}": v for k, v in psd_paths.items()}})
     model.cpu()
     save_model(out.model, model, prov,
-                        extra={"asds": asds, "frequencies": domain.frequencies, "epochs_trained": len(history)})
+                        extra={"asds": asds, "frequencies": domain.frequencies, "epochs_trained": len(history),
+                      # the basis its training set was compressed with: per-event refinement simulates with it
+                      "basis_V": basis.V.astype(np.complex64), "asd_reference": basis.asd_reference})
     write_history(out.history, history)
     if out.throughput is not None:
         write_history(out.throughput, history, THROUGHPUT_COLUMNS)

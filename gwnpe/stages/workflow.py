@@ -49,10 +49,29 @@ def check_marginalization(config: dict) -> None:
     waveforms), checked when a comparison is on."""
     from ..gw.likelihood import QUADRUPOLE_ALIGNED
 
+    approximant = config["waveform"]["approximant"]
+    model_marg = list(config["model"].get("marginalized") or [])
+    if "phase" in model_marg and approximant not in QUADRUPOLE_ALIGNED:
+        raise ConfigError(
+            f"model.marginalized includes 'phase', but waveform.approximant = {approximant} has higher modes or "
+            f"precession, for which phase marginalisation is wrong (exact only for {', '.join(QUADRUPOLE_ALIGNED)}). "
+            f"Use model.marginalized: {[m for m in model_marg if m != 'phase']}.")
+    if "time" in model_marg and (config["model"].get("gnpe") or {}).get("enabled"):
+        raise ConfigError("model.marginalized includes 'time' and model.gnpe.enabled is true: GNPE standardises the "
+                          "arrival times the network infers, time marginalisation removes them from the network. "
+                          "Choose one: drop 'time' from model.marginalized or set model.gnpe.enabled: false.")
+    if model_marg:
+        from ..gw.likelihood import MARGINALIZED
+        from ..gw.priors import load_priors, sampled_keys
+
+        priors = load_priors(config["priors"], approximant=approximant)
+        fixed = [m for m in model_marg if MARGINALIZED[m] not in sampled_keys(priors)]
+        if fixed:
+            raise ConfigError(f"model.marginalized names {', '.join(fixed)}, which the prior file '{config['priors']}' "
+                              f"does not sample; remove {'it' if len(fixed) == 1 else 'them'} from model.marginalized.")
     cmp = config["comparison"]
     if not cmp["injections"]:
         return
-    approximant = config["waveform"]["approximant"]
     if "phase" in cmp["likelihood"]["marginalization"] and approximant not in QUADRUPOLE_ALIGNED:
         rest = [m for m in cmp["likelihood"]["marginalization"] if m != "phase"]
         raise ConfigError(
