@@ -187,7 +187,6 @@ def cmd_sample(args) -> int:
                                {"stage": "refinement", "parent_model": str(args.model),
                                 "parent_provenance": getattr(model, "provenance", None)},
                                extra={**model.extra, "refinement": res["refinement"]["bounds"]})
-                meta["refinement"] = res["refinement"]
                 out = {"samples": res["samples"], "log_q": res["log_q"], "sampling_time": res["npe_time"],
                        "acceptance": res["n"] / res["n_drawn"], **({"gnpe": res["gnpe"]} if "gnpe" in res else {})}
             elif args.target_ess is not None:
@@ -204,6 +203,8 @@ def cmd_sample(args) -> int:
                 out["samples"] = {**out["samples"], **res["reconstructed"]}  # the marginalised parameters' draws
         warn_if_inefficient(res)
         extra, evidence, meta["importance_sampling"] = importance_result_fields(res)
+        if "refinement" in res:
+            meta["importance_sampling"]["refinement"] = res["refinement"]
     meta["acceptance"] = out["acceptance"]
     if "gnpe" in out:
         meta["gnpe"] = out["gnpe"]
