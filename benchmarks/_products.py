@@ -33,3 +33,41 @@ def build_products(config: dict, folder: Path, bank_size: int, training_size: in
         run_training_set_stage(cfg, prior_path=cfg["priors"], basis_path=folder / "basis.h5",
                                out_path=folder / "training_set.h5", threads=threads, progress=False)
     return {"config": cfg, "psds": psds, "basis": folder / "basis.h5", "training_set": folder / "training_set.h5"}
+
+
+def add_bench_arguments(ap, injections: int) -> None:
+    """The arguments the accuracy benchmarks share: config, folder, scale, events, threads."""
+    ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--folder", default="results/bench_gnpe")
+    ap.add_argument("--training-size", type=int, default=50000)
+    ap.add_argument("--bank-size", type=int, default=8000)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--injections", type=int, default=injections, help="injections with network SNR >= --min-snr")
+    ap.add_argument("--min-snr", type=float, default=8.0)
+    ap.add_argument("--n-samples", type=int, default=5000)
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def bench_events(cfg: dict, psds: dict, folder: Path, n: int, min_snr: float) -> list[tuple[int, dict]]:
+    """The first ``n`` injections with network SNR >= ``min_snr`` of ``folder/injections.h5`` (made with
+    8 n injections of ``cfg`` when missing), as (index, event)."""
+    from gwnpe.errors import InjectionError
+    from gwnpe.products.injections import load_event
+    from gwnpe.stages.injections import run_injections_stage
+    from gwnpe.stages.settings import stage_settings
+
+    path = Path(folder) / "injections.h5"
+    if not path.exists():
+        icfg = copy.deepcopy(cfg)
+        icfg["injections"]["count"] = 8 * n
+        run_injections_stage(stage_settings(icfg, "injections"), psd_paths=psds, out_path=path)
+    events, i = [], 0
+    while len(events) < n:
+        try:
+            inj = load_event(path, i, InjectionError)
+        except InjectionError:
+            break
+        if inj["snr"]["network_optimal"] >= min_snr:
+            events.append((i, inj))
+        i += 1
+    return events

@@ -46,30 +46,18 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from _products import build_products
+    from _products import add_bench_arguments, bench_events, build_products
 
-    from gwnpe.errors import InjectionError
     from gwnpe.inference.importance_sampling import importance_sample
     from gwnpe.inference.sampling import sample_posterior
     from gwnpe.products.common import write_csv
-    from gwnpe.products.injections import load_event
     from gwnpe.products.model import load_model
-    from gwnpe.stages.injections import run_injections_stage
-    from gwnpe.stages.settings import stage_settings
     from gwnpe.stages.workflow import load_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="config/config.yaml")
-    ap.add_argument("--folder", default="results/bench_gnpe")
-    ap.add_argument("--training-size", type=int, default=50000)
-    ap.add_argument("--bank-size", type=int, default=8000)
-    ap.add_argument("--epochs", type=int, default=12)
-    ap.add_argument("--injections", type=int, default=8, help="injections with network SNR >= --min-snr")
-    ap.add_argument("--min-snr", type=float, default=8.0)
-    ap.add_argument("--n-samples", type=int, default=5000)
+    add_bench_arguments(ap, injections=8)
     ap.add_argument("--kappa", type=float, default=0.001)
     ap.add_argument("--iterations", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     folder = Path(args.folder)
@@ -84,20 +72,7 @@ def main() -> None:
     models = {"npe": train(plain, products, folder / "npe", args.threads),
               "gnpe": train(gnpe, products, folder / "gnpe", args.threads)}
 
-    inj_path = folder / "injections.h5"
-    if not inj_path.exists():
-        icfg = copy.deepcopy(cfg)
-        icfg["injections"]["count"] = 8 * args.injections
-        run_injections_stage(stage_settings(icfg, "injections"), psd_paths=products["psds"], out_path=inj_path)
-    events, i = [], 0
-    while len(events) < args.injections:
-        try:
-            inj = load_event(inj_path, i, InjectionError)
-        except InjectionError:
-            break
-        if inj["snr"]["network_optimal"] >= args.min_snr:
-            events.append((i, inj))
-        i += 1
+    events = bench_events(cfg, products["psds"], folder, args.injections, args.min_snr)
     w = cfg["waveform"]
     rows = []
     for name, path in models.items():
