@@ -99,6 +99,36 @@ def test_accuracy_stage_tabulates_events_sampled_to_the_target(campaign):
     assert not np.array_equal(a, b)
 
 
+@pytest.mark.slow
+def test_accuracy_stage_with_refinement_records_before_and_after(campaign):
+    """accuracy.refine always: each event's result records the efficiency before and after refinement and
+    the truncation check, the refined network is written beside the result and loads, and the table has
+    the refinement columns."""
+    import pandas as pd
+
+    from gwnpe.products.model import load_model
+    from gwnpe.stages.accuracy import run_accuracy_stage
+    from gwnpe.stages.importance_sampling import refined_model_path, run_importance_sampling_stage
+
+    cfg, model, injections, d = campaign
+    cfg = copy.deepcopy(cfg)
+    cfg["accuracy"].update(injections=1, min_snr=0.0, n_samples=200, target_ess=1e6, max_samples=200, refine="always",
+                           refinement={"waveforms": 300, "epochs": 1, "batch_size": 100})
+    settings = with_runtime(stage_settings(cfg, "accuracy_sampling"), cfg, "accuracy_sampling")
+    out = d / "refined_0.hdf5"
+    with pytest.warns(Warning, match="sample budget"):
+        summary = run_importance_sampling_stage(settings, model_path=model, injections_path=injections, index=0,
+                                                out_path=out, section="accuracy")
+    ref = summary["refinement"]
+    assert ref["refined"] and ref["mode"] == "always" and ref["efficiency_after"] == summary["efficiency"]
+    assert load_model(refined_model_path(out)).settings["refinement"]["settings"]["waveforms"] == 300
+    run_accuracy_stage(stage_settings(cfg, "accuracy"), indices=[0], paths=[out], out_csv=d / "racc.csv",
+                       out_json=d / "racc.json", out_plot=d / "racc.png")
+    row = pd.read_csv(d / "racc.csv").iloc[0]
+    assert bool(row.refined) and row.efficiency_before == pytest.approx(ref["efficiency_before"])
+    assert row.refine_time_s > 0 and row.truncation_ok in (True, False)
+
+
 @pytest.mark.parametrize("efficiency, reached", [([0.01, 0.002], [True, False]), ([0.3], [True]), ([1e-4, 2e-4], [False, False])])
 def test_efficiency_histogram_counts_every_event(efficiency, reached):
     from gwnpe.diagnostics.plots import efficiency_figure
