@@ -48,6 +48,21 @@ def add_bench_arguments(ap, injections: int) -> None:
     ap.add_argument("--threads", type=int, default=2)
 
 
+def bench_products(args) -> tuple[Path, dict, dict]:
+    """The benchmark's folder, products (built or reused there at the arguments' scale) and the config
+    they were made with (``--config`` with ``--epochs``)."""
+    import torch
+
+    from gwnpe.stages.workflow import load_config
+
+    torch.set_num_threads(args.threads)
+    folder = Path(args.folder)
+    cfg = load_config(args.config)
+    cfg["training"]["epochs"] = args.epochs
+    products = build_products(cfg, folder / "products", args.bank_size, args.training_size, threads=args.threads)
+    return folder, products, products["config"]
+
+
 def bench_events(cfg: dict, psds: dict, folder: Path, n: int, min_snr: float) -> list[tuple[int, dict]]:
     """The first ``n`` injections with network SNR >= ``min_snr`` of ``folder/injections.h5`` (made with
     8 n injections of ``cfg`` when missing), as (index, event)."""

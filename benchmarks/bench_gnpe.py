@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def weighted_width(x: np.ndarray, w: np.ndarray | None, lo: float = 0.05, hi: float = 0.95) -> float:
@@ -46,25 +45,19 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from _products import add_bench_arguments, bench_events, build_products
+    from _products import add_bench_arguments, bench_events, bench_products
 
     from gwnpe.inference.importance_sampling import importance_sample
     from gwnpe.inference.sampling import sample_posterior
     from gwnpe.products.common import write_csv
     from gwnpe.products.model import load_model
-    from gwnpe.stages.workflow import load_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_bench_arguments(ap, injections=8)
     ap.add_argument("--kappa", type=float, default=0.001)
     ap.add_argument("--iterations", type=int, default=30)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    folder = Path(args.folder)
-    cfg = load_config(args.config)
-    cfg["training"]["epochs"] = args.epochs
-    products = build_products(cfg, folder / "products", args.bank_size, args.training_size, threads=args.threads)
-    cfg = products["config"]
+    folder, products, cfg = bench_products(args)
     plain = copy.deepcopy(cfg)
     plain["model"]["gnpe"]["enabled"] = False
     gnpe = copy.deepcopy(cfg)

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def weighted_width(x: np.ndarray, w: np.ndarray, lo: float = 0.05, hi: float = 0.95) -> float:
@@ -32,26 +31,20 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from _products import add_bench_arguments, bench_events, build_products
+    from _products import add_bench_arguments, bench_events, bench_products
     from bench_gnpe import train
 
     from gwnpe.inference.refinement import importance_sample_refined
     from gwnpe.products.basis import load_basis
     from gwnpe.products.common import write_csv
     from gwnpe.products.model import load_model
-    from gwnpe.stages.workflow import load_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_bench_arguments(ap, injections=4)
     ap.add_argument("--models", default="npe,marginalized")
     ap.add_argument("--modes", default="never,always", help="refinement modes to run per model")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    folder = Path(args.folder)
-    cfg = load_config(args.config)
-    cfg["training"]["epochs"] = args.epochs
-    products = build_products(cfg, folder / "products", args.bank_size, args.training_size, threads=args.threads)
-    cfg = products["config"]
+    folder, products, cfg = bench_products(args)
     configs = {"npe": copy.deepcopy(cfg), "marginalized": copy.deepcopy(cfg)}
     for c in configs.values():
         c["model"]["gnpe"]["enabled"] = False

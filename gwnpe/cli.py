@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .errors import GwnpeError
 
@@ -174,7 +173,7 @@ def cmd_sample(args) -> int:
             if args.refine != "never":
                 from .inference.refinement import importance_sample_refined
                 from .products.basis import load_basis
-                from .products.model import save_model
+                from .products.model import refined_model_path, save_model
 
                 res, refined = importance_sample_refined(
                     model, strain, psds, start, approximant, f_ref, target_ess=args.target_ess,
@@ -182,11 +181,9 @@ def cmd_sample(args) -> int:
                     seed=0 if args.seed is None else args.seed, client=client, device=args.device,
                     basis=load_basis(args.basis) if args.basis else None)
                 if refined is not None:
-                    out_path = Path(args.output)
-                    save_model(out_path.with_name(out_path.stem + ".refined.pt"), refined,
+                    save_model(refined_model_path(args.output), refined,
                                {"stage": "refinement", "parent_model": str(args.model),
-                                "parent_provenance": getattr(model, "provenance", None)},
-                               extra={**model.extra, "refinement": res["refinement"]["bounds"]})
+                                "parent_provenance": getattr(model, "provenance", None)}, extra=model.extra)
                 out = {"samples": res["samples"], "log_q": res["log_q"], "sampling_time": res["npe_time"],
                        "acceptance": res["n"] / res["n_drawn"], **({"gnpe": res["gnpe"]} if "gnpe" in res else {})}
             elif args.target_ess is not None:

@@ -156,6 +156,19 @@ def simulator(products: dict, dtype=None):
     return sim, dom, asds
 
 
+def noise_strain_file(model_path, trigger_time: float, path, seed: int = 0):
+    """A frequency-domain strain file of :func:`noise_event` for ``gwnpe sample --strain`` (segment start
+    2 s before the trigger); returns the loaded model."""
+    from gwnpe.inference.sampling import model_domain
+    from gwnpe.products.model import load_model
+    from gwnpe.products.strain import write_fd_strain
+
+    model = load_model(model_path)
+    strain, _ = noise_event(model, seed=seed)
+    write_fd_strain(path, model_domain(model).frequencies, strain, trigger_time - 2.0, trigger_time)
+    return model
+
+
 def noise_event(model, seed=0):
     """Noise-only frequency-domain strain on a model's band with the model's PSDs (phase origin: segment start)."""
     from gwnpe.inference.sampling import model_domain

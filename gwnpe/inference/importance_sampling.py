@@ -185,6 +185,12 @@ def likelihood_spec(model, strain: dict, psds: dict, start_time: float, approxim
             "trigger_time": float(model.settings["trigger_time"])}
 
 
+def spec_priors(spec: dict):
+    """The model's prior carried by a marginalised :func:`likelihood_spec` (absolute GPS ``geocent_time``)."""
+    return to_absolute_time(load_priors("<the prior stored in the model file>", text=spec["prior_text"]),
+                            spec["trigger_time"])
+
+
 def event_likelihood(spec: dict):
     """The bilby likelihood of :func:`likelihood_spec`, and the fixed parameters a sample is completed with
     (for a time-marginalised likelihood, ``geocent_time`` at the segment start as bilby's samplers use it)."""
@@ -194,8 +200,7 @@ def event_likelihood(spec: dict):
     priors = None
     fixed = dict(spec["fixed"])
     if marg:
-        priors = to_absolute_time(load_priors("<the prior stored in the model file>", text=spec["prior_text"]),
-                                  spec["trigger_time"])
+        priors = spec_priors(spec)
         if "time" in marg:
             fixed["geocent_time"] = spec["start_time"]
         if "phase" in marg:
@@ -220,11 +225,11 @@ def chunk_reconstruct(spec: dict, theta: dict, seed: int, first: int = 0) -> dic
     from bilby.core.utils import random as bilby_random
 
     like, fixed = event_likelihood(spec)
-    priors = to_absolute_time(load_priors("<the prior stored in the model file>", text=spec["prior_text"]),
-                              spec["trigger_time"])
+    priors = spec_priors(spec)
     keys = [MARGINALIZED[m] for m in spec["marginalization"]]
     n = len(next(iter(theta.values())))
     out = {k: np.empty(n) for k in keys}
+    refused = 0
     for i in range(n):
         bilby_random.Generator.rng = np.random.default_rng([int(seed), int(first) + i])  # what bilby.core.utils.random.seed sets
         params = {**fixed, **{k: float(v[i]) for k, v in theta.items()}}
@@ -232,8 +237,12 @@ def chunk_reconstruct(spec: dict, theta: dict, seed: int, first: int = 0) -> dic
             new = like.generate_posterior_sample_from_marginalized_likelihood(params)
         except (RuntimeError, ValueError):
             new = {k: float(priors[k].sample()) for k in keys}
+            refused += 1
         for k in keys:
             out[k][i] = new[k]
+    if refused:
+        logger.warning("%d of %d samples were refused by LAL in the reconstruction; they get prior draws of %s "
+                       "(their weight is zero)", refused, n, ", ".join(keys))
     return out
 
 
@@ -255,8 +264,7 @@ def reconstruct(spec: dict, theta: dict, client=None, chunk_size: int = 1000, se
     if weights is not None and n_all:
         w = np.asarray(weights, float)
         keep = w >= RECONSTRUCT_MIN_WEIGHT * w.max() if w.max() > 0 else np.zeros(n_all, bool)
-        priors = to_absolute_time(load_priors("<the prior stored in the model file>", text=spec["prior_text"]),
-                                  spec["trigger_time"])
+        priors = spec_priors(spec)
         rng = np.random.default_rng([int(seed), n_all])
         out = {k: np.asarray(priors[k].rescale(rng.random(n_all)), float) for k in keys}
         if keep.any():

@@ -84,24 +84,16 @@ def model_basis(model, basis: ReducedBasis | None = None) -> ReducedBasis:
                         frequencies=dom.frequencies, delta_f=dom.delta_f)
 
 
-def posterior_bounds(samples: dict, priors, names: list[str], quantile: float, margin: float,
-                     weights: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
+def posterior_bounds(samples: dict, priors, names: list[str], quantile: float, margin: float) -> dict[str, tuple[float, float]]:
     """The truncation box: per non-periodic parameter, the ``[quantile, 1 - quantile]`` range of the
-    samples (weighted when ``weights`` is given) widened by ``margin`` times its width on each side and
-    clipped to the prior's range; parameters whose box is the whole prior range are left out."""
+    (unweighted, amortised) samples widened by ``margin`` times its width on each side and clipped to
+    the prior's range; parameters whose box is the whole prior range are left out."""
     out = {}
     for k in names:
         prior = priors[k]
         if is_periodic(prior):
             continue
-        x = np.asarray(samples[k], float)
-        if weights is None:
-            lo, hi = np.quantile(x, [quantile, 1.0 - quantile])
-        else:
-            order = np.argsort(x)
-            c = np.cumsum(np.asarray(weights, float)[order])
-            c /= c[-1]
-            lo, hi = np.interp([quantile, 1.0 - quantile], c, x[order])
+        lo, hi = np.quantile(np.asarray(samples[k], float), [quantile, 1.0 - quantile])
         width = max(hi - lo, 1e-12 * max(1.0, abs(hi)))
         pmin, pmax = prior_bounds(prior)
         lo, hi = max(lo - margin * width, pmin), min(hi + margin * width, pmax)

@@ -36,6 +36,13 @@ def _plain(value):
     return value
 
 
+def refined_model_path(result_path) -> Path:
+    """Where a per-event refined network is written: beside its result (``post.hdf5`` ->
+    ``post.refined.pt``), by the accuracy stage and by ``gwnpe sample --refine``."""
+    result_path = Path(result_path)
+    return result_path.with_name(result_path.stem + ".refined.pt")
+
+
 def save_model(path: str | Path, model, prov: dict, extra: dict | None = None) -> None:
     """Save weights, the settings that rebuild the model, and provenance (atomically).
 

@@ -4,7 +4,6 @@ bilby likelihood (NPE+IS, :mod:`gwnpe.inference.importance_sampling`), as a bilb
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from .. import provenance
 from ..errors import ComparisonError
@@ -19,13 +18,6 @@ from ..products.results import save_result
 from .settings import stage_settings
 
 logger = logging.getLogger(__name__)
-
-
-def refined_model_path(result_path) -> Path:
-    """Where the accuracy stage writes an event's refined network: beside its result,
-    ``injection_{i}.refined.pt``."""
-    result_path = Path(result_path)
-    return result_path.with_name(result_path.stem + ".refined.pt")
 
 
 #: Config section of the sample sizes -> the stage (settings table entry) that uses it.
@@ -80,7 +72,7 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
                     seed=seed, client=client, device=device)
             else:
                 from ..inference.refinement import importance_sample_refined
-                from ..products.model import save_model
+                from ..products.model import refined_model_path, save_model
 
                 res, refined = importance_sample_refined(
                     model, inj["strain"], inj["psd"], inj["start_time"], w["approximant"], w["reference_frequency"],
@@ -91,8 +83,8 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
                     path = refined_model_path(out_path)
                     save_model(path, refined, make_provenance(stage, stage_settings(settings, stage),
                                                               inputs={"model": model_path, "injections": injections_path}),
-                               extra={**model.extra, "refinement": res["refinement"]["bounds"]})
-                    res["refinement"]["model"] = Path(path).name
+                               extra=model.extra)
+                    res["refinement"]["model"] = path.name
         samples, log_q, npe_time = res["samples"], res["log_q"], res["npe_time"]
         acceptance = len(log_q) / res["n_drawn"]
         gnpe = res.get("gnpe")

@@ -154,17 +154,11 @@ def test_cli_samples_a_gnpe_model_with_importance_sampling_and_records_the_chain
     import bilby
 
     from gwnpe.cli import main
-    from gwnpe.inference.sampling import model_domain
-    from gwnpe.products.model import load_model
-    from gwnpe.products.strain import write_fd_strain
-    from tests.conftest import noise_event
+    from tests.conftest import noise_strain_file
 
     out, _, cfg = gnpe_model
-    model = load_model(out / "model.pt")
-    strain, _ = noise_event(model, seed=8)
     path = tmp_path / "strain.h5"
-    start = cfg["trigger_time"] - 2.0
-    write_fd_strain(path, model_domain(model).frequencies, strain, start, cfg["trigger_time"])
+    noise_strain_file(out / "model.pt", cfg["trigger_time"], path, seed=8)
     post = tmp_path / "post.hdf5"
     assert main(["sample", "--model", str(out / "model.pt"), "--strain", str(path), "-n", "300", "--seed", "2",
                  "--gnpe-iterations", "4", "--importance-sampling", "-o", str(post)]) == 0

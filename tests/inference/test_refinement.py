@@ -141,17 +141,12 @@ def test_cli_refine_writes_the_refined_network_and_its_summary(tiny_model, tmp_p
     import bilby
 
     from gwnpe.cli import main
-    from gwnpe.inference.sampling import model_domain
     from gwnpe.products.model import load_model
-    from gwnpe.products.strain import write_fd_strain
-    from tests.conftest import noise_event
+    from tests.conftest import noise_strain_file
 
     out, _, cfg = tiny_model
-    model = load_model(out / "model.pt")
-    strain, _ = noise_event(model, seed=5)
     path = tmp_path / "strain.h5"
-    start = cfg["trigger_time"] - 2.0
-    write_fd_strain(path, model_domain(model).frequencies, strain, start, cfg["trigger_time"])
+    noise_strain_file(out / "model.pt", cfg["trigger_time"], path, seed=5)
     post = tmp_path / "post.hdf5"
     assert main(["sample", "--model", str(out / "model.pt"), "--strain", str(path), "-n", "200", "--refine", "always",
                  "-o", str(post)]) == 2

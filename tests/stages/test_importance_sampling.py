@@ -106,9 +106,9 @@ def test_accuracy_stage_with_refinement_records_before_and_after(campaign):
     the refinement columns."""
     import pandas as pd
 
-    from gwnpe.products.model import load_model
+    from gwnpe.products.model import load_model, refined_model_path
     from gwnpe.stages.accuracy import run_accuracy_stage
-    from gwnpe.stages.importance_sampling import refined_model_path, run_importance_sampling_stage
+    from gwnpe.stages.importance_sampling import run_importance_sampling_stage
 
     cfg, model, injections, d = campaign
     cfg = copy.deepcopy(cfg)
