@@ -235,12 +235,15 @@ def cmd_jsd(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from .stages.resources import resource_table
     from .stages.workflow import comparison_indices, injection_count, load_config
 
     config = load_config(args.config)
     n = injection_count(config)
     comparison_indices(config["comparison"], n)
     print(f"{args.config}: valid (run '{config['run']}', {len(config['detectors'])} detectors, {n} injections)")
+    print("estimated memory and disk (lower bounds):")
+    print(resource_table(config))
     return 0
 
 

@@ -164,6 +164,17 @@ CONFIG_CASES = [
     pytest.param(lambda c, d: c["bank"].update(size=195), ConfigError,
                  ["bank.size = 195", "svd.size + svd.validation_size = 96 + 100", "Raise bank.size or lower svd.size"],
                  id="config-bank-smaller-than-svd-plus-validation"),
+    pytest.param(lambda c, d: c["bank"].update(size=10**12), ConfigError,
+                 ["the bank stage would need at least", "TB of memory", "bank.size", "of this machine",
+                  "Lower bank.size", "set limits.memory_gb"],
+                 id="config-bank-beyond-memory"),
+    pytest.param(lambda c, d: (c["training_set"].update(size=10**11), c.update(limits={"memory_gb": 1.0e9})), ConfigError,
+                 ["the run's outputs would need at least", "in the training_set stage", "training_set.size",
+                  "free under results/", "Lower training_set.size", "set limits.disk_gb"],
+                 id="config-training-set-beyond-disk"),
+    pytest.param(lambda c, d: c.update(limits={"memory_gb": 0.001}), ConfigError,
+                 ["the psd stage would need at least", "of limits.memory_gb", "Lower psd.duration"],
+                 id="config-limits-memory-below-a-stage"),
     pytest.param(lambda c, d: c["psd"].update(segment_length=300.0), ConfigError,
                  ["psd.segment_length = 300.0", "psd.duration = 256.0",
                   "Raise psd.duration or shorten psd.segment_length"],
@@ -374,6 +385,9 @@ def test_gwnpe_check_names_the_config_file_and_line(text, needles, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "gwnpe.cli", "check", str(REPO / "config/tiny.yaml")], capture_output=True,
                         text=True)
     assert ok.returncode == 0 and "valid" in ok.stdout, ok.stderr
+    # and prints the memory and disk each stage will need (the tiny bank: 600 x 945 bins x 2 x 16 B)
+    assert "estimated memory and disk" in ok.stdout and "limits: memory" in ok.stdout
+    assert any(line.split()[:1] == ["bank"] and "18.1 MB" in line for line in ok.stdout.splitlines()), ok.stdout
 
 
 # ----------------------------------------------------------------------------- injection files

@@ -67,8 +67,11 @@ STAGES: dict[str, Stage] = {
     "compare_corner": Stage("gwnpe.stages.compare", ()),
 }
 
+#: Keys read only by the checks before any job (gwnpe.stages.resources): no stage reads them.
+CHECK_KEYS = ("limits",)
+
 #: Keys that change how a stage runs but not what it makes: never rerun triggers, never in provenance.
-RUNTIME_KEYS = tuple(sorted({k for s in STAGES.values() for k in s.runtime}))
+RUNTIME_KEYS = tuple(sorted({k for s in STAGES.values() for k in s.runtime} | set(CHECK_KEYS)))
 
 
 def _drop(tree: dict, dotted: str) -> None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from ..config import read_config, validate_config
 from ..errors import ComparisonError, ConfigError
+from .resources import check_resources
 
 
 def check_config(config: dict) -> dict:
     """Validate a config completely, before any job starts: the schema and cross-key rules
     (:func:`gwnpe.config.validate_config`, which fills in defaults), then the prior file against
-    the waveform model and the segment (:func:`gwnpe.gw.waveforms.check_signal_duration`)."""
+    the waveform model and the segment (:func:`gwnpe.gw.waveforms.check_signal_duration`), the noise
+    curves, marginalisation and GNPE against the prior, and the memory and disk the stages will need
+    (:func:`gwnpe.stages.resources.check_resources`)."""
     from ..gw.priors import load_priors
     from ..gw.waveforms import check_signal_duration
 
@@ -22,6 +25,7 @@ def check_config(config: dict) -> dict:
     check_noise_curves(config)
     check_marginalization(config)
     check_gnpe(config, priors)
+    check_resources(config)
     return config
 
 

@@ -80,7 +80,9 @@ def test_posterior_sample_count_reruns_posteriors_not_injections(tiny_run):
     {"training_set": {"retries": 3}},
     {"training": {"device": "cpu"}},
     {"comparison": {"sampler": {"checkpoint_interval": 30}}},
-], ids=["dask.n_workers", "training_set.retries", "training.device", "comparison.sampler.checkpoint_interval"])
+    {"limits": {"memory_gb": 500}},
+], ids=["dask.n_workers", "training_set.retries", "training.device", "comparison.sampler.checkpoint_interval",
+        "limits.memory_gb"])
 def test_runtime_keys_rerun_nothing(tiny_run, overrides):
     """Runtime keys change how a stage runs, not what it makes (gwnpe.stages.settings.RUNTIME_KEYS)."""
     import yaml

@@ -48,6 +48,26 @@ def test_tiny_workflow_produces_every_output(tiny_run):
 
 
 @pytest.mark.slow
+def test_resource_estimates_match_the_files_written(tiny_run):
+    """The memory and disk check before any job (gwnpe.stages.resources) estimates what the stages
+    write: the bank, basis and training set files of the finished tiny run are each within 10% of
+    their estimate (h5 metadata on top), and no estimate exceeds its file by more (lower bounds)."""
+    import yaml
+
+    from gwnpe.config import validate_config
+    from gwnpe.stages.resources import estimate_resources
+
+    wd, cfg = tiny_run
+    config = validate_config(yaml.safe_load(cfg.read_text()))
+    config["priors"] = str(wd / config["priors"])
+    est = {e.stage: e.disk for e in estimate_resources(config)}
+    out = wd / "results/tiny"
+    for stage, rel in (("bank", "bank/bank.h5"), ("svd", "svd/basis.h5"), ("training_set", "training_set/training_set.h5")):
+        size = (out / rel).stat().st_size
+        assert 0.9 * size <= est[stage] <= size, (stage, est[stage], size)
+
+
+@pytest.mark.slow
 def test_tiny_workflow_compares_with_bilby(tiny_run):
     """comparison.injections: [6] in tiny.yaml: a (budget-capped) bilby run, NPE+IS and the comparison tables."""
     import json
