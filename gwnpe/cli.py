@@ -105,7 +105,8 @@ def cmd_sample(args) -> int:
     import numpy as np
 
     from .errors import InferenceError
-    from .inference.sampling import analysis_psds, model_domain, model_priors, sample_posterior, strain_from_time_domain
+    from .inference.sampling import (analysis_psds, asd_outside_training, at_gps_time, model_domain, model_priors,
+                                     psds_from_time_domain, reference_time, sample_posterior, strain_from_time_domain)
     from .products.model import load_model
     from .products.psd import psd_on_domain
     from .products.results import save_result
@@ -120,6 +121,8 @@ def cmd_sample(args) -> int:
         if args.gnpe_iterations < 1:
             raise GwnpeError(f"--gnpe-iterations {args.gnpe_iterations}: give at least 1 Gibbs iteration.")
         model.gnpe_iterations = args.gnpe_iterations
+    if args.gps_time is not None:
+        model = at_gps_time(model, args.gps_time)
     dom = model_domain(model)
     injection = None
     window_factor = None  # frequency-domain strain: made with the model's convention
@@ -131,13 +134,25 @@ def cmd_sample(args) -> int:
                 f"{fd.frequencies[0]}-{fd.frequencies[-1]} Hz, the model on {len(dom)} bins "
                 f"{dom.f_min}-{dom.f_max} Hz."
             )
+        if args.gps_time is not None and abs(float(fd.trigger_time) - float(args.gps_time)) > 1e-6:
+            raise InferenceError(
+                f"strain file '{args.strain[0]}' holds a segment around GPS {fd.trigger_time}, but --gps-time is "
+                f"{args.gps_time}; give the file's own trigger time (or leave --gps-time out for the model's).")
         strain, start, injection = fd.strain, fd.start_time, fd.injection_parameters
     else:
         strain, start, window_factor = strain_from_time_domain(model, _pairs(args.strain, "strain"), _pairs(args.channel, "channel"))
     psd_files = _pairs(args.psd, "psd")
-    if not psd_files:
+    if psd_files:
+        welch = {ifo: psd_on_domain(p, dom) for ifo, p in psd_files.items()}
+    elif args.gps_time is not None and window_factor is not None:
+        logging.getLogger("gwnpe").info("--gps-time without --psd: Welch PSDs from the files before the segment")
+        welch = psds_from_time_domain(model, _pairs(args.strain, "strain"), _pairs(args.channel, "channel"),
+                                      args.psd_duration)
+    else:
         logging.getLogger("gwnpe").info("no --psd given: using the PSDs the model was trained with")
-    psds = analysis_psds(model, {ifo: psd_on_domain(p, dom) for ifo, p in psd_files.items()}, window_factor)
+        welch = {}
+    psds = analysis_psds(model, welch, window_factor)
+    outside = asd_outside_training(model, psds) if welch else []
     if args.refine != "never" and args.target_ess is None:
         raise GwnpeError(f"--refine {args.refine} needs --target-ess (refinement importance-samples to a target ESS).")
     if args.target_ess is not None:
@@ -150,7 +165,10 @@ def cmd_sample(args) -> int:
         out = sample_posterior(model, strain, psds, args.n, start_time=start, seed=args.seed, device=args.device)
     if injection is not None and "geocent_time" in injection:
         injection = {**injection, "geocent_time": injection["geocent_time"] + model.settings["trigger_time"]}
-    meta = {"strain": args.strain, "psd": args.psd or "model"}
+    meta = {"strain": args.strain, "psd": args.psd or ("estimated from the strain files" if welch else "model"),
+            "gps_time": float(model.settings["trigger_time"]), "reference_time": reference_time(model),
+            "ra_offset": float(model.settings.get("ra_offset", 0.0)),
+            "asd_outside_training": json.dumps(outside)}  # a JSON string: HDF5 holds no list of dicts
     extra = evidence = None
     if args.importance_sampling:
         import contextlib
@@ -260,7 +278,13 @@ def main(argv=None) -> int:
     sp.add_argument("--strain", nargs="+", required=True,
                     help="a gwnpe frequency-domain strain file (HDF5), or IFO=PATH time-domain files (GWOSC HDF5, GWF, TXT)")
     sp.add_argument("--channel", nargs="*", help="IFO=CHANNEL for GWF files")
-    sp.add_argument("--psd", nargs="*", help="IFO=PATH gwnpe PSD files (default: the PSDs the model was trained with)")
+    sp.add_argument("--psd", nargs="*", help="IFO=PATH gwnpe PSD files (default: the PSDs the model was trained with, "
+                                             "or with --gps-time and time-domain files, Welch PSDs from the files)")
+    sp.add_argument("--gps-time", type=float, default=None,
+                    help="GPS time of the event (default: the trigger time the model was trained at); the network's "
+                         "sky is rotated by the sidereal-time difference (needs a uniform ra prior)")
+    sp.add_argument("--psd-duration", type=float, default=None,
+                    help="[s] of data before the segment for the Welch PSDs of --gps-time (default 32 x the segment)")
     sp.add_argument("-n", type=int, default=10000, help="number of posterior samples")
     sp.add_argument("-o", "--output", required=True, help="bilby Result file (.hdf5 or .json)")
     sp.add_argument("--label", default="gwnpe")

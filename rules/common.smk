@@ -1,9 +1,11 @@
 # Helpers shared by the rules: validated config, paths, inputs, params.
+import re
+
 from snakemake.exceptions import WorkflowError
 
 from gwnpe.errors import GwnpeError
 from gwnpe.stages.settings import stage_code, stage_settings
-from gwnpe.stages.workflow import check_config, comparison_indices, injection_count, needs_distance_lookup
+from gwnpe.stages.workflow import check_config, comparison_indices, event_entry, injection_count, needs_distance_lookup
 
 # Validate once at load time: a wrong key, type, range or prior stops here, before any job.
 try:
@@ -122,6 +124,24 @@ def get_accuracy_outputs(wildcards=None):
     return [results("accuracy/accuracy.csv"), results("accuracy/summary.json"), results("accuracy/efficiency.png")]
 
 
+EVENTS = [e["name"] for e in config["events"]["list"]]
+
+
+wildcard_constraints:
+    name="|".join(re.escape(n) for n in EVENTS) if EVENTS else "(?!)",
+
+
+def get_event_strain(wildcards):
+    """An event's strain files are inputs, so a missing one is named before any job runs."""
+    return list(event_entry(config, wildcards.name)["strain_files"].values())
+
+
+def get_event_outputs(wildcards=None):
+    if not EVENTS:
+        return []
+    return [results("events/events.csv"), *expand(results("events/corner_{name}.png"), name=EVENTS)]
+
+
 TIMED_STAGES = ("bank", "svd", "training_set", "train", "injections", "posteriors", "pp")
 
 
@@ -150,4 +170,5 @@ def get_final_output():
         results("report/provenance.csv"),
         *get_comparison_outputs(),
         *get_accuracy_outputs(),
+        *get_event_outputs(),
     ]

@@ -175,6 +175,23 @@ CONFIG_CASES = [
     pytest.param(lambda c, d: c.update(limits={"memory_gb": 0.001}), ConfigError,
                  ["the psd stage would need at least", "of limits.memory_gb", "Lower psd.duration"],
                  id="config-limits-memory-below-a-stage"),
+    pytest.param(lambda c, d: c.update(events={"list": [
+                     {"name": "GWa", "gps_time": 1187008882.4, "strain_files": {"H1": "h.hdf5", "L1": "l.hdf5"}},
+                     {"name": "GWa", "gps_time": 1187008900.0, "strain_files": {"H1": "h.hdf5", "L1": "l.hdf5"}}]}),
+                 ConfigError, ["events.list names GWa more than once", "its own name"], id="config-event-names-repeated"),
+    pytest.param(lambda c, d: c.update(events={"list": [
+                     {"name": "GWb", "gps_time": 1187008882.4, "strain_files": {"H1": "h.hdf5", "V1": "v.hdf5"}}]}),
+                 ConfigError, ["events.list[0] (GWb)", "one file per detector", "missing ['L1']", "not analysed ['V1']"],
+                 id="config-event-strain-files-for-other-detectors"),
+    pytest.param(lambda c, d: c.update(events={"list": [
+                     {"name": "GWc", "gps_time": 1187008882.4, "strain_files": {"H1": "h.gwf", "L1": "l.hdf5"}}]}),
+                 ConfigError, ["events.list[0] (GWc)", "strain_files.H1 = 'h.gwf'", "set channels: {H1: <channel>}"],
+                 id="config-event-gwf-without-channel"),
+    pytest.param(lambda c, d: (_fixed_ra_prior(c, d), c.update(events={"list": [
+                     {"name": "GWd", "gps_time": 1187012482.4, "strain_files": {"H1": "h.hdf5", "L1": "l.hdf5"}}]})),
+                 ConfigError, ["events.list[0] (GWd)", "is not the model's trigger_time", "ra = Uniform(0, 2 pi)",
+                               "set trigger_time to the event's time"],
+                 id="config-event-at-another-time-with-a-fixed-sky"),
     pytest.param(lambda c, d: c["psd"].update(segment_length=300.0), ConfigError,
                  ["psd.segment_length = 300.0", "psd.duration = 256.0",
                   "Raise psd.duration or shorten psd.segment_length"],
@@ -228,6 +245,12 @@ CONFIG_CASES = [
                  ["missing.prior", "does not exist", "set 'priors' in the config"],
                  id="config-missing-prior-file"),
 ]
+
+
+def _fixed_ra_prior(c, d):
+    text = (REPO / "config" / "priors" / "default.prior").read_text().splitlines()
+    (d / "fixed_ra.prior").write_text("\n".join("ra = 1.0" if line.startswith("ra =") else line for line in text) + "\n")
+    c["priors"] = str(d / "fixed_ra.prior")
 
 
 def _gnpe_with_fixed_sky(c, d):

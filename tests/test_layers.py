@@ -93,7 +93,8 @@ def test_the_dag_builder_imports_neither_torch_nor_the_stages_it_plans():
     """rules/common.smk imports the settings table and the workflow checks only: building the DAG loads no torch."""
     closure = module_closure("gwnpe.stages.settings", "gwnpe.stages.workflow")
     assert set(closure) <= {"gwnpe", "gwnpe.config", "gwnpe.errors", "gwnpe.provenance", "gwnpe.stages",
-                            "gwnpe.stages.settings", "gwnpe.stages.workflow", "gwnpe.gw", "gwnpe.gw.domain",
+                            "gwnpe.stages.settings", "gwnpe.stages.workflow", "gwnpe.stages.resources", "gwnpe.gw",
+                            "gwnpe.gw.domain",
                             "gwnpe.gw.priors", "gwnpe.gw.waveforms", "gwnpe.gw.noise", "gwnpe.gw.likelihood",
                             "gwnpe.products",
                             "gwnpe.products.common",

@@ -87,6 +87,34 @@ def overlay_figure(rb, ri):
     return fig
 
 
+def event_figure(result):
+    """Corner plot of one event's NPE samples and the same samples importance-weighted (NPE+IS), with the
+    ESS in the title (save at dpi 70). ``result``: a bilby Result with a ``weights`` column."""
+    import corner
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.lines import Line2D
+
+    post = result.posterior
+    keys = [k for k in result.search_parameter_keys if k in post and np.ptp(post[k]) > 0]
+    w = post["weights"].to_numpy()
+    ranges = [(np.percentile(post[k], 0.5), np.percentile(post[k], 99.5)) for k in keys]
+    ranges = [(lo, hi) if hi > lo else (lo - 1, hi + 1) for lo, hi in ranges]
+    kw = dict(bins=30, smooth=0.9, plot_datapoints=False, plot_density=False, levels=(0.5, 0.9), range=ranges,
+              labels=keys)
+    fig = corner.corner(post[keys].to_numpy(), color="tab:blue", hist_kwargs={"density": True, "color": "tab:blue",
+                                                                                "ls": "--"}, **kw)
+    fig = corner.corner(post[keys].to_numpy(), weights=w, fig=fig, color="tab:red",
+                        hist_kwargs={"density": True, "color": "tab:red"}, **kw)
+    ess = float(w.sum() ** 2 / (w**2).sum())
+    fig.legend(handles=[Line2D([], [], color="tab:blue", ls="--", label="gwnpe NPE"),
+                        Line2D([], [], color="tab:red", label=f"gwnpe NPE+IS (ESS {ess:.0f} of {len(w)})")],
+               loc="upper right", fontsize=14)
+    fig.suptitle(f"{result.label}", fontsize=16)
+    return fig
+
+
 def efficiency_figure(efficiency: np.ndarray, reached: np.ndarray, target_ess: float):
     """Histogram of importance-sampling sample efficiencies (log scale) of the accuracy campaign's events,
     those that reached the target ESS apart from those that did not, with the median marked (save at dpi 100)."""

@@ -42,6 +42,22 @@ OMEGA_EARTH_SIDEREAL = (1.0 + 8640184.812866 / 3155760000.0) * math.pi / 43200.0
 SPEED_OF_LIGHT = 299792458.0
 
 
+def sidereal_offset(reference_time: float, event_time: float) -> float:
+    """Right-ascension rotation [rad, in [0, 2 pi)] that carries a sky position at ``reference_time``
+    to the one with the same detector responses at ``event_time``: ``GMST(event) - GMST(reference)``.
+
+    Antenna patterns and arrival-time delays depend on the sky position only through the hour angle
+    ``ra - GMST(t)`` and on ``dec`` (LAL's ``ComputeDetAMResponse`` and ``TimeDelayFromEarthCenter``,
+    which bilby calls), so a source at ``ra`` seen at ``reference_time + dt`` and one at
+    ``ra + sidereal_offset`` seen at ``event_time + dt`` give identical strain in every detector.
+    """
+    import lal
+
+    off = math.fmod(lal.GreenwichMeanSiderealTime(float(event_time)) - lal.GreenwichMeanSiderealTime(float(reference_time)),
+                    2.0 * math.pi)
+    return off + 2.0 * math.pi if off < 0 else off
+
+
 def _bilby_detector_directory() -> str:
     import bilby.gw.detector
 

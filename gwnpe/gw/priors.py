@@ -18,6 +18,7 @@ import ast
 import difflib
 import functools
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -389,6 +390,14 @@ def _constraints_ok(priors, cand: dict[str, np.ndarray], m: int) -> np.ndarray:
         if _is_constraint(prior) and key in converted:
             ok &= np.broadcast_to(np.asarray(prior.prob(np.asarray(converted[key], float)) > 0), (m,))
     return ok
+
+
+def uniform_over_the_sky_circle(priors) -> bool:
+    """Whether right ascension is sampled from Uniform(0, 2 pi): the prior a rotation of the sky by a
+    sidereal-time difference leaves unchanged (what lets one model serve any GPS time)."""
+    ra = priors.get("ra")
+    return (type(ra).__name__ == "Uniform" and math.isclose(ra.minimum, 0.0, abs_tol=1e-12)
+            and math.isclose(ra.maximum, 2 * math.pi, rel_tol=1e-12))
 
 
 def sampled_keys(priors) -> list[str]:

@@ -30,6 +30,7 @@ import torch
 from ..errors import InferenceError
 from ..gw.detectors import DetectorNetwork
 from ..nn.gnpe import arrival_times, draw_proxies, geocent_from_slot, relative_proxies, shift_phasor
+from .frame import reference_time
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class GNPESampler:
         self.i_time = self.names.index("geocent_time")
         self.i_ra, self.i_dec = self.names.index("ra"), self.names.index("dec")
         self.frequencies = np.asarray(frequencies, float)
-        self.network = DetectorNetwork(list(model.settings["detectors"]), reference_time=float(model.settings["trigger_time"]),
+        self.network = DetectorNetwork(list(model.settings["detectors"]), reference_time=reference_time(model),
                                        dtype=torch.float64)
 
     def arrival(self, theta: torch.Tensor) -> torch.Tensor:

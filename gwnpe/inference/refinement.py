@@ -36,6 +36,7 @@ from ..nn.gnpe import gnpe_standardisation
 from ..nn.simulator import Simulator, TrainingData
 from ..nn.training import evaluate, prior_standardisation, torch_seed, train_epoch
 from ..seeding import stage_rng, stage_seed_sequence
+from .frame import ra_offset, reference_time
 from .sampling import model_domain, model_priors
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,17 @@ DEFAULTS = {
 REFINE_MODES = ("auto", "never", "always")
 #: Seed offset of the refined network's draws (far from the per-injection and per-batch offsets).
 REFINED_SEED_OFFSET = 250_000_000
+
+
+def network_frame(model, samples: dict) -> dict:
+    """Physical samples (GPS ``geocent_time``, the event's sky) in the frame the network is trained in:
+    ``geocent_time`` relative to the trigger, right ascension rotated back (:mod:`gwnpe.inference.frame`)."""
+    out = dict(samples)
+    if "geocent_time" in out:
+        out["geocent_time"] = out["geocent_time"] - model.settings["trigger_time"]
+    if "ra" in out and ra_offset(model):
+        out["ra"] = np.mod(out["ra"] - ra_offset(model), 2 * np.pi)
+    return out
 
 
 def refinement_settings(section: dict | None) -> dict:
@@ -137,7 +149,7 @@ def _standardisation(model, priors, names: list[str], seed: int):
 
     rng = np.random.default_rng(stage_seed_sequence(seed, "refinement-standardisation"))
     stats = gnpe_standardisation(draw(priors, names, 100_000, rng), names, model.settings["detectors"],
-                                 model.settings["trigger_time"], float(model.gnpe["kappa"]), rng)
+                                 reference_time(model), float(model.gnpe["kappa"]), rng)
     return stats["parameters"], stats
 
 
@@ -179,7 +191,7 @@ def refine_model(model, bounds: dict[str, tuple[float, float]], settings: dict |
     kappa = float(model.gnpe["kappa"]) if model.gnpe is not None else None
     device = torch.device(device)
     sim = Simulator(basis.V, basis.asd_reference, asds, model_domain(model).frequencies, model.settings["detectors"],
-                    model.settings["trigger_time"], trunc, model.settings["reference_distance"],
+                    reference_time(model), trunc, model.settings["reference_distance"],
                     gnpe_kappa=kappa).to(device)
 
     refined = copy.deepcopy(model).to(device)
@@ -281,9 +293,7 @@ def importance_sample_refined(model, strain: dict, psds: dict, start_time: float
         return res, None
     t0 = time.perf_counter()
     priors = model_priors(model)
-    rel = dict(first["samples"])
-    if "geocent_time" in rel:
-        rel["geocent_time"] = rel["geocent_time"] - model.settings["trigger_time"]
+    rel = network_frame(model, first["samples"])
     bounds = posterior_bounds(rel, priors, list(model.parameter_names), s["quantile"], s["margin"])
     logger.info("amortised efficiency %.3f%% (ESS %.1f of %d): refining on the box %s", 100 * first["efficiency"],
                 first["ess"], first["n"], ", ".join(f"{k} [{lo:.6g}, {hi:.6g}]" for k, (lo, hi) in bounds.items()))
@@ -291,9 +301,7 @@ def importance_sample_refined(model, strain: dict, psds: dict, start_time: float
     res = importance_sample_to_target(refined, strain, psds, start_time, approximant, reference_frequency,
                                       target_ess=target_ess, max_samples=max_samples, batch_size=batch_size,
                                       seed=seed + REFINED_SEED_OFFSET, **common)
-    post = dict(res["samples"])
-    if "geocent_time" in post:
-        post["geocent_time"] = post["geocent_time"] - model.settings["trigger_time"]
+    post = network_frame(model, res["samples"])
     check = truncation_check(post, res["weights"], bounds, priors, s["edge_band"], s["edge_mass"])
     if not check["ok"]:
         masses = ", ".join(f"{c} {check['edge_mass'][c]:.3f}" for c in check["cut"])
@@ -306,3 +314,31 @@ def importance_sample_refined(model, strain: dict, psds: dict, start_time: float
     logger.info("refinement: efficiency %.3f%% -> %.2f%% (ESS %.0f), %.0f s", 100 * first["efficiency"],
                 100 * res["efficiency"], res["ess"], res["refinement"]["time"])
     return res, refined
+
+
+def sample_to_target(model, strain: dict, psds: dict, start_time: float, section: dict, waveform: dict, *, seed: int,
+                     client=None, device: str = "cpu") -> dict:
+    """NPE+IS of one event to ``section["target_ess"]`` (batches of ``n_samples``, at most ``max_samples``),
+    with per-event refinement when ``section["refine"]`` asks for it (settings ``section["refinement"]``);
+    likelihoods on ``client``'s dask workers when given. Used by the comparison's and the accuracy
+    campaign's importance sampling and by the events stage.
+
+    Returns a dict with ``res`` (of :func:`importance_sample_to_target`), ``samples`` (the marginalised
+    parameters' draws included), ``log_q``, ``npe_time``, ``acceptance``, ``gnpe`` (or None) and
+    ``refined`` (the refined network, or None).
+    """
+    from .importance_sampling import importance_sample_to_target
+
+    refine = section.get("refine", "never")
+    common = dict(target_ess=section["target_ess"], max_samples=section["max_samples"],
+                  batch_size=section["n_samples"], seed=seed, client=client, device=device)
+    refined = None
+    if refine == "never":
+        res = importance_sample_to_target(model, strain, psds, start_time, waveform["approximant"],
+                                          waveform["reference_frequency"], **common)
+    else:
+        res, refined = importance_sample_refined(model, strain, psds, start_time, waveform["approximant"],
+                                                 waveform["reference_frequency"], refine=refine,
+                                                 settings=section.get("refinement"), **common)
+    return {"res": res, "samples": res["samples"], "log_q": res["log_q"], "npe_time": res["npe_time"],
+            "acceptance": len(res["log_q"]) / res["n_drawn"], "gnpe": res.get("gnpe"), "refined": refined}

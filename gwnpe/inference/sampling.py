@@ -16,11 +16,12 @@ import time
 import numpy as np
 import torch
 
-from ..errors import InferenceError, InjectionError
+from ..errors import InferenceError, InjectionError, StrainError
 from ..gw.domain import FrequencyDomain, analysis_segment, to_trigger_origin, tukey_window, window_factor
 from ..gw.noise import whiten
-from ..gw.priors import load_priors
+from ..gw.priors import load_priors, uniform_over_the_sky_circle
 from ..gw.strain_io import read_strain
+from .frame import ra_offset, reference_time  # noqa: F401  (re-exported: the frame of a model view)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,43 @@ def model_priors(model):
     if cached is None:
         model._gwnpe_priors = cached = load_priors("<the prior stored in the model file>", text=model.settings["prior_file"])
     return cached
+
+
+def at_gps_time(model, gps_time: float):
+    """The model, viewed for an event at ``gps_time`` instead of the time it was trained at.
+
+    The network was trained with detector responses at its ``trigger_time`` (the reference). Responses
+    depend on the sky position only through ``ra - GMST`` (:func:`gwnpe.gw.detectors.sidereal_offset`),
+    so the network's posterior for data at ``gps_time`` is exact after rotating every right ascension
+    by ``GMST(gps_time) - GMST(reference)``: a shift with unit Jacobian, so the flow's density (and
+    importance weights) carry over unchanged, provided the prior on ``ra`` is uniform over the circle
+    (otherwise the rotated prior differs from the trained one, and this is refused).
+
+    Returns a shallow view sharing the network's weights, whose ``settings`` hold ``trigger_time =
+    gps_time`` (the segment, phase origin and GPS ``geocent_time`` of the event), ``reference_time`` (the
+    frame the network, GNPE and refinement simulate in) and ``ra_offset``. ``gwnpe sample --gps-time``.
+    """
+    import copy
+
+    from ..gw.detectors import sidereal_offset
+
+    ref = reference_time(model)
+    gps_time = float(gps_time)
+    if gps_time == float(model.settings["trigger_time"]):
+        return model
+    priors = model_priors(model)
+    ra = priors.get("ra")
+    if not ("ra" in model.parameter_names and uniform_over_the_sky_circle(priors)):
+        raise InferenceError(
+            f"the model was trained at GPS {ref} with the prior ra = {ra!r}; it can serve an event at another time "
+            f"(GPS {gps_time}) only when right ascension is sampled from Uniform(0, 2 pi): the sky it learned is then "
+            "rotated by the sidereal-time difference exactly. Train a model with that ra prior, or at the event's "
+            "time (trigger_time in the config)."
+        )
+    view = copy.copy(model)
+    view.settings = {**model.settings, "trigger_time": gps_time, "reference_time": ref,
+                     "ra_offset": sidereal_offset(ref, gps_time)}
+    return view
 
 
 def _check_inputs(model, strain: dict, psds: dict) -> None:
@@ -192,12 +230,15 @@ def sample_gnpe(model, d, n: int, seed: int | None = None, device="cpu", iterati
 
 
 def to_physical(model, theta: np.ndarray) -> dict:
-    """Samples (n, D) -> dict with GPS ``geocent_time`` and derived mass parameters."""
+    """Samples (n, D) in the network's frame -> dict with GPS ``geocent_time``, the event's right
+    ascension (:func:`at_gps_time`) and derived mass parameters."""
     from bilby.gw.conversion import generate_mass_parameters
 
     samples = {k: theta[:, i] for i, k in enumerate(model.parameter_names)}
     if "geocent_time" in samples:
         samples["geocent_time"] = samples["geocent_time"] + model.settings["trigger_time"]
+    if "ra" in samples and ra_offset(model):
+        samples["ra"] = np.mod(samples["ra"] + ra_offset(model), 2 * np.pi)  # the event's sky (at_gps_time)
     return generate_mass_parameters(dict(samples))
 
 
@@ -261,6 +302,73 @@ def analysis_psds(model, welch_psds: dict | None = None, data_window_factor: flo
                        "its training signals; retrain it for unbiased distances", 100 * (w_model / w_data) ** 0.5 - 100)
     return {ifo: np.asarray(a, float) ** 2 * (w_data / w_model)
             for ifo, a in zip(model.settings["detectors"], model.extra["asds"])}
+
+
+def psds_from_time_domain(model, paths: dict, channels: dict | None = None, psd_duration: float | None = None) -> dict:
+    """Welch PSDs on the model's band from the ``psd_duration`` s of each file that end where the
+    event's segment starts (as the psd stage does for ``psd.source: files``: segments of
+    ``domain.duration``, 50% overlap, Hann window, median average). Default duration: 32 segments,
+    as bilby_pipe. Detector PSDs, before the window factor (:func:`analysis_psds` applies it)."""
+    from ..gw.noise import psd_on_domain, welch_psd
+
+    dset = model.settings["domain"]
+    seg = float(dset["duration"])
+    duration = float(psd_duration) if psd_duration else 32.0 * seg
+    if duration < seg:
+        raise InferenceError(f"the PSD duration {duration:g} s (--psd-duration, events.psd_duration) is shorter than "
+                             f"one Welch segment of {seg:g} s (the model's domain.duration); give several segments "
+                             "(bilby_pipe uses 32).")
+    start, _ = analysis_segment(model.settings["trigger_time"], dset["duration"], dset["post_trigger_duration"])
+    dom = model_domain(model)
+    out = {}
+    for ifo in model.settings["detectors"]:
+        try:
+            _, dt, data = read_strain(paths[ifo], ifo, start - duration, start, channel=(channels or {}).get(ifo))
+        except StrainError as exc:  # say what the window was for
+            raise InferenceError(f"{exc} (the {duration:g} s before the event's segment, for its PSD: give longer "
+                                 "files, a shorter --psd-duration / events.psd_duration, or --psd)") from None
+        if 1.0 / dt < dom.sampling_frequency * (1 - 1e-9):
+            raise InferenceError(f"strain file '{paths[ifo]}' of {ifo} is sampled at {1 / dt:g} Hz, below the model's "
+                                 f"{dom.sampling_frequency:g} Hz; its PSD cannot cover the band.")
+        freqs, psd = welch_psd(data, dt, seg, 0.5, "hann", "median")
+        out[ifo] = psd_on_domain(freqs, psd, dom, source=f"the Welch PSD of {ifo} from '{paths[ifo]}'")
+    return out
+
+
+#: Ratio of an event's ASD to the training ASD, in any octave of the band, beyond which the event is
+#: reported as outside what a fixed-ASD network was trained on.
+ASD_TOLERANCE = 1.2
+
+
+def asd_outside_training(model, psds: dict, tolerance: float = ASD_TOLERANCE) -> list[dict]:
+    """Octave bands where an event's analysis PSDs differ from those the network was trained with.
+
+    A network trained on one noise spectrum (``model.extra["asds"]``) has learned posteriors for data
+    whitened by it: where the event's ASD differs, the noise it sees is louder or quieter than any in
+    training and its posterior is miscalibrated there (importance sampling with the event's PSD
+    corrects the weights, at a lower efficiency). Returns one dict per (detector, octave) whose median
+    ratio ASD_event / ASD_training lies outside ``[1/tolerance, tolerance]``, and logs a warning.
+    """
+    f = model_domain(model).frequencies
+    trained = {ifo: np.asarray(a, float) for ifo, a in zip(model.settings["detectors"], model.extra["asds"])}
+    edges = [f[0]]
+    while edges[-1] * 2 < f[-1]:
+        edges.append(edges[-1] * 2)
+    edges.append(f[-1] + 1e-9)
+    out = []
+    for ifo, psd in psds.items():
+        ratio = np.sqrt(np.asarray(psd, float)) / trained[ifo]
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            sel = (f >= lo) & (f < hi)
+            r = float(np.median(ratio[sel])) if sel.any() else 1.0
+            if not 1.0 / tolerance <= r <= tolerance:
+                out.append({"detector": ifo, "f_low": float(lo), "f_high": float(min(hi, f[-1])), "ratio": r})
+    for o in out:
+        logger.warning("%s: the event's ASD is %.2fx the ASD the network was trained with at %.0f-%.0f Hz: outside "
+                       "what it was trained on, so its posterior is miscalibrated there (importance sampling "
+                       "reweights it; a noise-conditioned model would not need to)", o["detector"], o["ratio"],
+                       o["f_low"], o["f_high"])
+    return out
 
 
 def check_model_parameters(model, parameters: dict, source) -> None:

@@ -236,3 +236,14 @@ def dask_client(dask_settings: dict, threads: int, timeout: float | None = None)
         else:
             raise ClusterError(f"unknown dask.cluster '{kind}'; use local, address or slurm.")
         yield client
+
+
+@contextlib.contextmanager
+def optional_client(dask_settings: dict | None, threads: int) -> Iterator:
+    """A :func:`dask_client` when the job has more than one thread and a ``dask`` section, else None
+    (likelihoods then run in the job's own process)."""
+    if int(threads) > 1 and dask_settings is not None:
+        with dask_client(dask_settings, int(threads)) as client:
+            yield client
+    else:
+        yield None

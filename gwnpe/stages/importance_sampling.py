@@ -8,12 +8,13 @@ import logging
 from .. import provenance
 from ..errors import ComparisonError
 from ..gw.priors import injected_parameters
-from ..inference.importance_sampling import (importance_result_fields, importance_sample, importance_sample_to_target,
-                                             warn_if_inefficient)
+from ..inference.importance_sampling import (importance_result_fields, importance_sample, warn_if_inefficient)
 from ..inference.sampling import check_model_parameters, model_priors, sample_posterior
 from ..products.common import make_provenance
 from ..products.injections import load_event
-from ..products.model import load_model
+from ..inference.refinement import sample_to_target
+from ..products.model import load_model, refined_model_path, save_model
+from .cluster import optional_client
 from ..products.results import save_result
 from .settings import stage_settings
 
@@ -35,8 +36,6 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
     the IS estimate. ``section`` is the config section of the sample sizes and target ESS:
     ``comparison`` (the Bilby comparison) or ``accuracy`` (the accuracy campaign).
     """
-    import contextlib
-
     import torch
     from bilby.gw.conversion import generate_mass_parameters
 
@@ -58,36 +57,18 @@ def run_importance_sampling_stage(settings: dict, *, model_path, injections_path
         log_q, npe_time, acceptance = out["log_q"], out["sampling_time"], out["acceptance"]
         gnpe = out.get("gnpe")
     else:
-        with contextlib.ExitStack() as stack:
-            client = None
-            if int(threads) > 1 and "dask" in settings:
-                from .cluster import dask_client
-
-                client = stack.enter_context(dask_client(settings["dask"], int(threads)))
-            refine = cmp.get("refine", "never")
-            if refine == "never":
-                res = importance_sample_to_target(
-                    model, inj["strain"], inj["psd"], inj["start_time"], w["approximant"], w["reference_frequency"],
-                    target_ess=cmp["target_ess"], max_samples=cmp["max_samples"], batch_size=cmp["n_samples"],
-                    seed=seed, client=client, device=device)
-            else:
-                from ..inference.refinement import importance_sample_refined
-                from ..products.model import refined_model_path, save_model
-
-                res, refined = importance_sample_refined(
-                    model, inj["strain"], inj["psd"], inj["start_time"], w["approximant"], w["reference_frequency"],
-                    target_ess=cmp["target_ess"], max_samples=cmp["max_samples"], batch_size=cmp["n_samples"],
-                    refine=refine, settings=cmp.get("refinement"), seed=seed, client=client, device=device)
-                if refined is not None:
-                    # the per-event network beside the result (the amortised model file is untouched)
-                    path = refined_model_path(out_path)
-                    save_model(path, refined, make_provenance(stage, stage_settings(settings, stage),
-                                                              inputs={"model": model_path, "injections": injections_path}),
-                               extra=model.extra)
-                    res["refinement"]["model"] = path.name
-        samples, log_q, npe_time = res["samples"], res["log_q"], res["npe_time"]
-        acceptance = len(log_q) / res["n_drawn"]
-        gnpe = res.get("gnpe")
+        with optional_client(settings.get("dask"), threads) as client:
+            drawn = sample_to_target(model, inj["strain"], inj["psd"], inj["start_time"], cmp, w, seed=seed,
+                                     client=client, device=device)
+        if drawn["refined"] is not None:
+            # the per-event network beside the result (the amortised model file is untouched)
+            path = refined_model_path(out_path)
+            save_model(path, drawn["refined"], make_provenance(stage, stage_settings(settings, stage),
+                                                               inputs={"model": model_path, "injections": injections_path}),
+                       extra=model.extra)
+            drawn["res"]["refinement"]["model"] = path.name
+        res, samples, log_q, npe_time = drawn["res"], drawn["samples"], drawn["log_q"], drawn["npe_time"]
+        acceptance, gnpe = drawn["acceptance"], drawn["gnpe"]
     warn_if_inefficient(res, f"injection {index}")
     logger.info("injection %d: NPE %d samples in %.2f s; IS %.1f s: efficiency %.2f%% (ESS %.0f), log BF %.2f +- %.2f",
                 index, len(log_q), npe_time, res["time"], 100 * res["efficiency"], res["ess"],

@@ -63,6 +63,12 @@ STAGES: dict[str, Stage] = {
                                  ("dask",)),
     "accuracy_sampling": Stage("gwnpe.stages.importance_sampling", (*_EVENT, "accuracy"), ("dask",)),
     "accuracy": Stage("gwnpe.stages.accuracy", ("accuracy",)),
+    # one job per event: its entry of events.list reaches it apart (rule param), so adding an event reruns no other
+    "event_sampling": Stage("gwnpe.stages.events",
+                            (*_EVENT, "events.n_samples", "events.target_ess", "events.max_samples", "events.refine",
+                             "events.psd_duration", "accuracy.refinement"), ("dask",)),
+    "event_corner": Stage("gwnpe.stages.events", ()),
+    "events": Stage("gwnpe.stages.events", ("events.list",)),
     "compare": Stage("gwnpe.stages.compare", ("seed", "priors", "comparison.jsd_bootstrap", "comparison.sampler")),
     "compare_corner": Stage("gwnpe.stages.compare", ()),
 }

@@ -25,6 +25,7 @@ def check_config(config: dict) -> dict:
     check_noise_curves(config)
     check_marginalization(config)
     check_gnpe(config, priors)
+    check_events(config, priors)
     check_resources(config)
     return config
 
@@ -35,6 +36,53 @@ def check_gnpe(config: dict, priors) -> None:
 
     if config["model"]["gnpe"]["enabled"]:
         check_arrival_time_parameters(priors, config["priors"])
+
+
+def event_entry(config: dict, name: str) -> dict:
+    """The ``events.list`` entry called ``name`` (``channels`` defaulted to none)."""
+    for ev in config["events"]["list"]:
+        if ev["name"] == name:
+            return {"channels": {}, **ev}
+    raise ConfigError(f"no event named '{name}' in events.list; the names are "
+                      f"{[e['name'] for e in config['events']['list']]}.")
+
+
+def check_events(config: dict, priors) -> None:
+    """``events.list``: unique names, strain files for exactly the run's detectors, channels for GWF files,
+    and, for an event away from ``trigger_time``, a right-ascension prior the sky rotation keeps (uniform
+    over the circle; see :func:`gwnpe.inference.sampling.at_gps_time`)."""
+    from ..gw.priors import uniform_over_the_sky_circle
+
+    events = config["events"]["list"]
+    names = [e["name"] for e in events]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"events.list names {dup[0]} more than once; give every event its own name.")
+    ifos = list(config["detectors"])
+    psd_duration = config["events"]["psd_duration"]
+    if events and psd_duration is not None and float(psd_duration) < float(config["domain"]["duration"]):
+        raise ConfigError(f"events.psd_duration = {psd_duration} s is shorter than one Welch segment of domain.duration "
+                          f"= {config['domain']['duration']} s; give several segments (null: 32, as bilby_pipe).")
+    for i, ev in enumerate(events):
+        where = f"events.list[{i}] ({ev['name']})"
+        files = ev["strain_files"]
+        if sorted(files) != sorted(ifos):
+            missing, extra = [d for d in ifos if d not in files], [d for d in files if d not in ifos]
+            raise ConfigError(f"{where}: strain_files must give one file per detector of the run {ifos}"
+                              + (f"; missing {missing}" if missing else "") + (f"; not analysed {extra}" if extra else "")
+                              + ".")
+        channels = ev.get("channels") or {}
+        for ifo, path in files.items():
+            if str(path).lower().endswith(".gwf") and not channels.get(ifo):
+                raise ConfigError(f"{where}: strain_files.{ifo} = '{path}' is a GWF frame file, which needs a channel "
+                                  f"name: set channels: {{{ifo}: <channel>}} (e.g. {ifo}:GWOSC-4KHZ_R1_STRAIN).")
+        if float(ev["gps_time"]) != float(config["trigger_time"]) and not uniform_over_the_sky_circle(priors):
+            ra = priors.get("ra")
+            raise ConfigError(
+                f"{where}: gps_time {ev['gps_time']} is not the model's trigger_time {config['trigger_time']}, "
+                f"and the prior file '{config['priors']}' gives ra = {ra!r}: a model serves other times only with "
+                "ra = Uniform(0, 2 pi) (its sky is rotated by the sidereal-time difference). Use that ra prior "
+                "or set trigger_time to the event's time.")
 
 
 def needs_distance_lookup(config: dict) -> bool:
