@@ -187,6 +187,10 @@ CONFIG_CASES = [
                      {"name": "GWc", "gps_time": 1187008882.4, "strain_files": {"H1": "h.gwf", "L1": "l.hdf5"}}]}),
                  ConfigError, ["events.list[0] (GWc)", "strain_files.H1 = 'h.gwf'", "set channels: {H1: <channel>}"],
                  id="config-event-gwf-without-channel"),
+    pytest.param(lambda c, d: c.update(events={"psd_duration": 2.0, "list": [
+                     {"name": "GWe", "gps_time": 1187008882.4, "strain_files": {"H1": "h.hdf5", "L1": "l.hdf5"}}]}),
+                 ConfigError, ["events.psd_duration = 2.0 s", "domain.duration = 4.0 s", "give several segments"],
+                 id="config-event-psd-window-shorter-than-a-segment"),
     pytest.param(lambda c, d: (_fixed_ra_prior(c, d), c.update(events={"list": [
                      {"name": "GWd", "gps_time": 1187012482.4, "strain_files": {"H1": "h.hdf5", "L1": "l.hdf5"}}]})),
                  ConfigError, ["events.list[0] (GWd)", "is not the model's trigger_time", "ra = Uniform(0, 2 pi)",

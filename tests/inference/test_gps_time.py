@@ -167,3 +167,21 @@ def test_gps_time_through_the_cli_with_psds_from_the_files(tiny_model, tmp_path)
          "-o", str(tmp_path / "post2.hdf5")], capture_output=True, text=True)
     assert res.returncode != 0 and "--psd-duration" in res.stderr and "H1.hdf5" in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "post2.hdf5").exists()
+
+
+def test_gps_time_must_match_a_frequency_domain_file(tiny_model, tmp_path):
+    """A gwnpe frequency-domain strain file holds the segment of its own trigger time: another --gps-time is refused."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import noise_strain_file
+
+    out, _, cfg = tiny_model
+    noise_strain_file(out / "model.pt", cfg["trigger_time"], tmp_path / "fd.hdf5")
+    res = subprocess.run(
+        [str(Path(sys.executable).with_name("gwnpe")), "sample", "--model", str(out / "model.pt"), "--strain",
+         str(tmp_path / "fd.hdf5"), "--gps-time", str(cfg["trigger_time"] + 100.0), "-n", "100",
+         "-o", str(tmp_path / "post.hdf5")], capture_output=True, text=True)
+    assert res.returncode != 0 and "holds a segment around GPS" in res.stderr and "--gps-time" in res.stderr, res.stderr
+    assert not (tmp_path / "post.hdf5").exists()
