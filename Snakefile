@@ -22,6 +22,7 @@ rule all:
 
 
 include: "rules/psd.smk"
+include: "rules/asd_dataset.smk"
 include: "rules/bank.smk"
 include: "rules/svd.smk"
 include: "rules/training_set.smk"

@@ -136,6 +136,18 @@ def get_event_strain(wildcards):
     return list(event_entry(config, wildcards.name)["strain_files"].values())
 
 
+def get_asd_dataset_outputs(wildcards=None):
+    if not config["asd_dataset"]["size"]:
+        return []
+    return [results("asd_dataset/asd_dataset.h5"), results("asd_dataset/asd_spread.png")]
+
+
+def get_asd_dataset_strain(wildcards=None):
+    """The files source's strain files are inputs, so a missing one is named before any job runs."""
+    cfg = config["asd_dataset"]
+    return list(cfg["strain_files"].values()) if cfg["size"] and cfg["source"] == "files" else []
+
+
 def get_event_outputs(wildcards=None):
     if not EVENTS:
         return []
@@ -171,4 +183,5 @@ def get_final_output():
         *get_comparison_outputs(),
         *get_accuracy_outputs(),
         *get_event_outputs(),
+        *get_asd_dataset_outputs(),
     ]

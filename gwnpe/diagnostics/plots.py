@@ -115,6 +115,33 @@ def event_figure(result):
     return fig
 
 
+def asd_spread_figure(frequencies: np.ndarray, asds: dict, reference: dict | None = None):
+    """The spread of an ASD dataset per detector: median and 5-95% / 0.5-99.5% bands against frequency,
+    with each detector's noise curve when given (save at dpi 100)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(asds), figsize=(5.5 * len(asds), 4.2), squeeze=False)
+    for ax, (ifo, a) in zip(axes[0], asds.items()):
+        a = np.asarray(a, float)
+        lo, p5, med, p95, hi = np.percentile(a, [0.5, 5, 50, 95, 99.5], axis=0)
+        ax.fill_between(frequencies, lo, hi, color="tab:blue", alpha=0.2, lw=0, label="0.5-99.5%")
+        ax.fill_between(frequencies, p5, p95, color="tab:blue", alpha=0.4, lw=0, label="5-95%")
+        ax.plot(frequencies, med, color="tab:blue", lw=1, label=f"median of {len(a)}")
+        if reference is not None and ifo in reference:
+            ax.plot(frequencies, reference[ifo], "k--", lw=1, label="noise curve")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("frequency [Hz]")
+        ax.set_ylabel("ASD [1/sqrt(Hz)]")
+        ax.set_title(ifo)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def efficiency_figure(efficiency: np.ndarray, reached: np.ndarray, target_ess: float):
     """Histogram of importance-sampling sample efficiencies (log scale) of the accuracy campaign's events,
     those that reached the target ESS apart from those that did not, with the median marked (save at dpi 100)."""

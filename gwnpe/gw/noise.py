@@ -351,3 +351,28 @@ def simulate_noise(
     if n % 2 == 0:
         htilde[-1] = np.sqrt(2.0) * sigma[-1] * re[-1]
     return np.fft.irfft(htilde, n=n) * sampling_frequency
+
+
+def varied_psd(frequencies: np.ndarray, psd: np.ndarray, rng: np.random.Generator, scale_sigma: float = 0.1,
+               slope_sigma: float = 0.1, max_lines: int = 3, line_height: tuple[float, float] = (3.0, 100.0),
+               line_width: float = 0.5, pivot: float = 100.0) -> tuple[np.ndarray, dict]:
+    """A PSD varied as detector noise varies across an observing run: an overall scale (log-normal,
+    ``scale_sigma`` in the natural log of the ASD), a tilt (ASD times ``(f / pivot)**slope``, ``slope ~
+    N(0, slope_sigma)``) and 0..``max_lines`` spectral lines (Lorentzians of half width ``line_width`` Hz
+    at uniform frequencies inside ``frequencies``, peak PSD ratio log-uniform in ``line_height``).
+
+    Returns the PSD and the draw (``scale``, ``slope``, ``line_frequencies``, ``line_heights``).
+    """
+    f = np.asarray(frequencies, float)
+    scale = float(np.exp(rng.normal(0.0, scale_sigma)))
+    slope = float(rng.normal(0.0, slope_sigma))
+    n_lines = int(rng.integers(0, max_lines + 1)) if max_lines > 0 else 0
+    fl = rng.uniform(f[f > 0].min(), f.max(), n_lines) if n_lines else np.zeros(0)
+    hl = np.exp(rng.uniform(np.log(line_height[0]), np.log(line_height[1]), n_lines)) if n_lines else np.zeros(0)
+    ratio = np.ones_like(f)
+    for f0, h in zip(fl, hl):
+        ratio += (h - 1.0) / (1.0 + ((f - f0) / line_width) ** 2)
+    with np.errstate(divide="ignore"):
+        tilt = np.where(f > 0, (np.maximum(f, 1e-12) / pivot) ** (2 * slope), 1.0)
+    out = np.asarray(psd, float) * scale**2 * tilt * ratio
+    return out, {"scale": scale, "slope": slope, "line_frequencies": fl.tolist(), "line_heights": hl.tolist()}

@@ -64,6 +64,8 @@ STAGES: dict[str, Stage] = {
     "accuracy_sampling": Stage("gwnpe.stages.importance_sampling", (*_EVENT, "accuracy"), ("dask",)),
     "accuracy": Stage("gwnpe.stages.accuracy", ("accuracy",)),
     # one job per event: its entry of events.list reaches it apart (rule param), so adding an event reruns no other
+    "asd_dataset": Stage("gwnpe.stages.asd_dataset", ("seed", "detectors", *_GRID, "psd.noise_curve", "asd_dataset"),
+                         ("asd_dataset.chunk_size", "dask")),
     "event_sampling": Stage("gwnpe.stages.events",
                             (*_EVENT, "events.n_samples", "events.target_ess", "events.max_samples", "events.refine",
                              "events.psd_duration", "accuracy.refinement"), ("dask",)),

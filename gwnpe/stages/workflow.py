@@ -26,6 +26,7 @@ def check_config(config: dict) -> dict:
     check_marginalization(config)
     check_gnpe(config, priors)
     check_events(config, priors)
+    check_asd_dataset(config)
     check_resources(config)
     return config
 
@@ -45,6 +46,28 @@ def event_entry(config: dict, name: str) -> dict:
             return {"channels": {}, **ev}
     raise ConfigError(f"no event named '{name}' in events.list; the names are "
                       f"{[e['name'] for e in config['events']['list']]}.")
+
+
+def check_asd_dataset(config: dict) -> None:
+    """``asd_dataset`` with source files: a file per detector, channels for GWF, and a span holding a window."""
+    cfg = config["asd_dataset"]
+    if not cfg["size"] or cfg["source"] != "files":
+        return
+    ifos = list(config["detectors"])
+    missing = [d for d in ifos if d not in cfg["strain_files"]]
+    if missing:
+        raise ConfigError(f"asd_dataset.source is files, but asd_dataset.strain_files has no file for {missing}; give "
+                          f"one per detector of the run {ifos}.")
+    for ifo in ifos:
+        path = cfg["strain_files"][ifo]
+        if str(path).lower().endswith(".gwf") and not cfg["channels"].get(ifo):
+            raise ConfigError(f"asd_dataset.strain_files.{ifo} = '{path}' is a GWF frame file, which needs a channel "
+                              f"name: set asd_dataset.channels.{ifo}.")
+    length = float(cfg["segments"]) * float(config["domain"]["duration"])
+    if cfg["gps_start"] is None or cfg["gps_end"] is None or float(cfg["gps_end"]) - float(cfg["gps_start"]) < length:
+        raise ConfigError(f"asd_dataset.source is files: give asd_dataset.gps_start and gps_end spanning at least one "
+                          f"window of asd_dataset.segments x domain.duration = {length:g} s (they are "
+                          f"{cfg['gps_start']} and {cfg['gps_end']}).")
 
 
 def check_events(config: dict, priors) -> None:

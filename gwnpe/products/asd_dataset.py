@@ -1,0 +1,46 @@
+"""ASD dataset files (``asd_dataset.h5``): per detector an (N, n_bins) array of amplitude spectral
+densities [1/sqrt(Hz)] on the analysis band, the band's frequencies, a JSON record per ASD of how it
+was made (the variation drawn, or the GPS window of the data), and the provenance."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+import numpy as np
+
+from .. import provenance
+from ..errors import GwnpeError
+from .common import open_stage_output
+
+
+@dataclass(frozen=True)
+class ASDDataset:
+    frequencies: np.ndarray
+    asds: dict  # detector -> (N, n_bins) float32 [1/sqrt(Hz)]
+    records: dict  # detector -> list of dicts
+
+
+def write_asd_dataset(path, dataset: ASDDataset, prov: dict) -> None:
+    """Write the dataset atomically (nothing half-written is left on failure)."""
+    import h5py
+
+    with provenance.atomic_output(path) as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.create_dataset("frequencies", data=np.asarray(dataset.frequencies, float), track_times=False)
+            for ifo, a in dataset.asds.items():
+                g = f.create_group(ifo, track_order=True)
+                g.create_dataset("asd", data=np.asarray(a, np.float32), track_times=False)
+                g.create_dataset("records", data=json.dumps(dataset.records[ifo]), dtype=h5py.string_dtype("utf-8"),
+                                 track_times=False)
+            provenance.write_h5(f, prov)
+
+
+def read_asd_dataset(path) -> ASDDataset:
+    """Read an ASD dataset file; a missing or truncated one is named with the stage that makes it."""
+    with open_stage_output(path, "ASD dataset", "asd_dataset", GwnpeError) as f:
+        ifos = [k for k in f if k != "frequencies"]
+        records = {}
+        for k in ifos:
+            raw = f[k]["records"][()]
+            records[k] = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        return ASDDataset(f["frequencies"][...], {k: f[k]["asd"][...] for k in ifos}, records)
