@@ -376,3 +376,10 @@ def varied_psd(frequencies: np.ndarray, psd: np.ndarray, rng: np.random.Generato
         tilt = np.where(f > 0, (np.maximum(f, 1e-12) / pivot) ** (2 * slope), 1.0)
     out = np.asarray(psd, float) * scale**2 * tilt * ratio
     return out, {"scale": scale, "slope": slope, "line_frequencies": fl.tolist(), "line_heights": hl.tolist()}
+
+
+def event_welch_psd(data: np.ndarray, dt: float, domain: FrequencyDomain, source: str = "the Welch PSD") -> np.ndarray:
+    """PSD [1/Hz] on ``domain``'s band of a strain series by the event convention: Welch segments of
+    ``domain.duration``, 50% overlap, Hann window, median average (as bilby_pipe and the psd stage's defaults)."""
+    freqs, psd = welch_psd(data, dt, domain.duration, 0.5, "hann", "median")
+    return psd_on_domain(freqs, psd, domain, source=source)

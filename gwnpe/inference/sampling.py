@@ -309,7 +309,7 @@ def psds_from_time_domain(model, paths: dict, channels: dict | None = None, psd_
     event's segment starts (as the psd stage does for ``psd.source: files``: segments of
     ``domain.duration``, 50% overlap, Hann window, median average). Default duration: 32 segments,
     as bilby_pipe. Detector PSDs, before the window factor (:func:`analysis_psds` applies it)."""
-    from ..gw.noise import psd_on_domain, welch_psd
+    from ..gw.noise import event_welch_psd
 
     dset = model.settings["domain"]
     seg = float(dset["duration"])
@@ -330,8 +330,7 @@ def psds_from_time_domain(model, paths: dict, channels: dict | None = None, psd_
         if 1.0 / dt < dom.sampling_frequency * (1 - 1e-9):
             raise InferenceError(f"strain file '{paths[ifo]}' of {ifo} is sampled at {1 / dt:g} Hz, below the model's "
                                  f"{dom.sampling_frequency:g} Hz; its PSD cannot cover the band.")
-        freqs, psd = welch_psd(data, dt, seg, 0.5, "hann", "median")
-        out[ifo] = psd_on_domain(freqs, psd, dom, source=f"the Welch PSD of {ifo} from '{paths[ifo]}'")
+        out[ifo] = event_welch_psd(data, dt, dom, source=f"the Welch PSD of {ifo} from '{paths[ifo]}'")
     return out
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import GwnpeError, StrainError
 from ..gw.domain import build_domain
-from ..gw.noise import load_noise_curve, psd_on_domain, simulate_noise, varied_psd, welch_psd
+from ..gw.noise import event_welch_psd, load_noise_curve, simulate_noise, varied_psd
 from ..gw.strain_io import read_strain
 from ..products.asd_dataset import ASDDataset, write_asd_dataset
 from ..products.common import make_provenance, save_figure
@@ -47,8 +47,7 @@ def simulated_asd(settings: dict, ifo: str, index: int) -> tuple[np.ndarray, dic
     psd, record = varied_psd(freqs, load_noise_curve(_curve_name(settings, ifo), freqs), rng, v["scale_sigma"],
                              v["slope_sigma"], v["max_lines"], tuple(v["line_height"]), v["line_width"])
     data = simulate_noise(freqs, psd, duration, fs, rng)
-    wf, wpsd = welch_psd(data, 1.0 / fs, dom.duration, 0.5, "hann", "median")
-    return np.sqrt(psd_on_domain(wf, wpsd, dom, source=f"the simulated ASD {index} of {ifo}")).astype(np.float32), record
+    return np.sqrt(event_welch_psd(data, 1.0 / fs, dom, source=f"the simulated ASD {index} of {ifo}")).astype(np.float32), record
 
 
 def file_windows(settings: dict) -> list[tuple[float, float]]:
@@ -68,8 +67,7 @@ def file_asd(settings: dict, ifo: str, window: tuple[float, float]) -> tuple[np.
         _, dt, data = read_strain(path, ifo, window[0], window[1], channel=(cfg.get("channels") or {}).get(ifo))
     except StrainError as exc:
         return None, {"gps_start": window[0], "gps_end": window[1], "skipped": str(exc)}
-    wf, wpsd = welch_psd(data, dt, dom.duration, 0.5, "hann", "median")
-    asd = np.sqrt(psd_on_domain(wf, wpsd, dom, source=f"the Welch PSD of {ifo} from '{path}'")).astype(np.float32)
+    asd = np.sqrt(event_welch_psd(data, dt, dom, source=f"the Welch PSD of {ifo} from '{path}'")).astype(np.float32)
     return asd, {"gps_start": window[0], "gps_end": window[1]}
 
 

@@ -129,8 +129,9 @@ def resource_table(config: dict) -> str:
     """The estimates as a text table (``gwnpe check`` prints it)."""
     memory, disk, mem_src, disk_src = limits(config)
     rows = [f"{'stage':<14}{'memory (one job)':>18}{'disk':>12}"]
-    rows += [f"{e.stage:<14}{_fmt(e.memory):>18}{_fmt(e.disk):>12}" for e in estimate_resources(config)]
-    total = sum(e.disk for e in estimate_resources(config))
+    estimates = estimate_resources(config)
+    rows += [f"{e.stage:<14}{_fmt(e.memory):>18}{_fmt(e.disk):>12}" for e in estimates]
+    total = sum(e.disk for e in estimates)
     rows.append(f"{'total disk':<14}{'':>18}{_fmt(total):>12}")
     rows.append(f"limits: memory {_fmt(memory)} ({mem_src}), disk {_fmt(disk)} ({disk_src})")
     return "\n".join(rows)
