@@ -36,7 +36,7 @@ def main() -> None:
     for dev in devices:
         model = load_model(args.model, device=dev)
         n_events = min(args.events, len(inj))
-        d = np.stack([whitened_strain(model, {k: v[i] for k, v in inj.strain.items()}, inj.psd, inj.start_time)
+        d = np.stack([whitened_strain(model, {k: v[i] for k, v in inj.strain.items()}, inj.psd_of(i), inj.start_time)
                       for i in range(n_events)])
         for n in (10_000, 50_000):
             dt = torch.as_tensor(d[:1], dtype=torch.complex64, device=dev)

@@ -142,6 +142,20 @@ def get_asd_dataset_outputs(wildcards=None):
     return [results("asd_dataset/asd_dataset.h5"), results("asd_dataset/asd_spread.png")]
 
 
+def get_train_asd_dataset(wildcards=None):
+    """The ASD dataset, for a noise-conditioned network only."""
+    if not config["model"]["noise_conditioning"]["enabled"]:
+        return []
+    return results("asd_dataset/asd_dataset.h5")
+
+
+def get_injections_asd_dataset(wildcards=None):
+    """The ASD dataset, for injections in held-out noise only."""
+    if config["injections"]["asd_source"] != "held_out":
+        return []
+    return results("asd_dataset/asd_dataset.h5")
+
+
 def get_asd_dataset_strain(wildcards=None):
     """The files source's strain files are inputs, so a missing one is named before any job runs."""
     cfg = config["asd_dataset"]

@@ -4,6 +4,7 @@ checkpoint injections:
         psds=get_psd_files(),
         priors=get_prior_file,
         file=get_injection_file,
+        asd_dataset=get_injections_asd_dataset,
     output:
         injections=results("injections/injections.h5"),
     params:

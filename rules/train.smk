@@ -5,6 +5,7 @@ rule train:
         basis=results("svd/basis.h5"),
         psds=get_psd_files(),
         priors=get_prior_file,
+        asd_dataset=get_train_asd_dataset,
     output:
         model=results("model/model.pt"),
         history=results("model/history.csv"),

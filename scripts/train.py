@@ -10,6 +10,7 @@ run_train_stage(
     training_set_path=snakemake.input.training_set,  # noqa: F821
     basis_path=snakemake.input.basis,  # noqa: F821
     psd_paths=dict(zip(settings["detectors"], snakemake.input.psds)),  # noqa: F821
+    asd_dataset_path=getattr(snakemake.input, "asd_dataset", None) or None,  # noqa: F821
     out=TrainOutputs(
         model=snakemake.output.model,  # noqa: F821
         history=snakemake.output.history,  # noqa: F821

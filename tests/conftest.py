@@ -90,7 +90,8 @@ def tiny_products(tmp_path_factory, tiny_config):
             "bank": d / "bank.h5"}
 
 
-def train_model(cfg: dict, out_dir, *, training_set, basis, psds: dict, threads: int = 2, on_epoch_end=None) -> list[dict]:
+def train_model(cfg: dict, out_dir, *, training_set, basis, psds: dict, threads: int = 2, on_epoch_end=None,
+                asd_dataset=None) -> list[dict]:
     """Run the train stage with ``cfg`` into ``out_dir`` (model.pt, history.csv, loss.png, throughput.csv,
     checkpoint.pt); returns the history."""
     from gwnpe.stages.train import TrainOutputs, run_train_stage
@@ -99,7 +100,7 @@ def train_model(cfg: dict, out_dir, *, training_set, basis, psds: dict, threads:
     out = TrainOutputs(model=out_dir / "model.pt", history=out_dir / "history.csv", plot=out_dir / "loss.png",
                        checkpoint=out_dir / "checkpoint.pt", throughput=out_dir / "throughput.csv")
     return run_train_stage(cfg, training_set_path=training_set, basis_path=basis, psd_paths=psds, out=out,
-                           threads=threads, on_epoch_end=on_epoch_end)
+                           threads=threads, on_epoch_end=on_epoch_end, asd_dataset_path=asd_dataset)
 
 
 def train_tiny(products: dict, out_dir, epochs: int, on_epoch_end=None, **training) -> tuple[Path, list[dict], dict]:

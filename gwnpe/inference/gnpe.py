@@ -165,14 +165,17 @@ class GNPESampler:
     d : (n_det, n_bins) whitened strain, phase origin at the trigger time
     frequencies : (n_bins,) the model's frequency grid [Hz] (``model_domain(model).frequencies``)
     device : torch device
+    asd : (n_det, n_bins), optional
+        The ASDs ``d`` was whitened with (read by a noise-conditioned network; None: its reference ASDs).
     """
 
-    def __init__(self, model, d, frequencies, device="cpu"):
+    def __init__(self, model, d, frequencies, device="cpu", asd=None):
         if model.gnpe is None:
             raise InferenceError("GNPESampler needs a model trained with model.gnpe.enabled.")
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.d = torch.as_tensor(np.asarray(d)).to(self.device, torch.complex64)
+        self.asd = None if asd is None else torch.as_tensor(np.asarray(asd, float))[None].to(self.device, torch.float32)
         self.kappa = float(model.gnpe["kappa"])
         self.names = list(model.parameter_names)
         self.i_time = self.names.index("geocent_time")
@@ -193,7 +196,7 @@ class GNPESampler:
         for i in range(0, len(proxies), chunk):
             p = proxies[i:i + chunk]
             ds = self.d[None] * shift_phasor(self.frequencies, p.to(self.device), dtype=self.d.dtype)
-            th, lq = self.model.sample_and_log_prob(ds, 1, relative_proxies(p).to(self.device))
+            th, lq = self.model.sample_and_log_prob(ds, 1, relative_proxies(p).to(self.device), asd=self.asd)
             th = th[:, 0].double().cpu()
             th[:, self.i_time] = geocent_from_slot(self.network, th[:, self.i_time], th[:, self.i_ra], th[:, self.i_dec],
                                                    p[:, 0].cpu())
@@ -204,7 +207,7 @@ class GNPESampler:
 
     @torch.no_grad()
     def init(self, n: int) -> torch.Tensor:
-        t, _ = self.model.init.sample_and_log_prob(self.d[None], n)
+        t, _ = self.model.init.sample_and_log_prob(self.d[None], n, asd=self.asd)
         return t[0].double().cpu()
 
     def gibbs(self, n_chains: int, iterations: int, seed: int) -> dict:

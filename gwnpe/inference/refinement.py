@@ -37,7 +37,7 @@ from ..nn.simulator import Simulator, TrainingData
 from ..nn.training import evaluate, prior_standardisation, torch_seed, train_epoch
 from ..seeding import stage_rng, stage_seed_sequence
 from .frame import ra_offset, reference_time
-from .sampling import model_domain, model_priors
+from .sampling import model_domain, model_priors, whitening_asds
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,11 @@ def _standardisation(model, priors, names: list[str], seed: int):
 
 
 def refine_model(model, bounds: dict[str, tuple[float, float]], settings: dict | None = None, *, seed: int = 0,
-                 basis: ReducedBasis | None = None, device: str | torch.device = "cpu") -> tuple:
+                 basis: ReducedBasis | None = None, device: str | torch.device = "cpu", asds=None) -> tuple:
     """Fine-tune a copy of ``model`` on simulations from its prior truncated to ``bounds``.
+
+    ``asds`` (n_det, n_bins): the event's analysis ASDs, which the simulations are whitened with (and
+    which a noise-conditioned network is given); default the ASDs the model was trained with.
 
     Simulates ``waveforms`` intrinsic waveforms from the truncated prior (LALSimulation through
     :mod:`gwnpe.gw.waveforms`), compresses them with the model's basis, and trains for ``epochs``
@@ -187,7 +190,7 @@ def refine_model(model, bounds: dict[str, tuple[float, float]], settings: dict |
                         basis.compress(hc, dtype=np.complex64))
     del hp, hc
     t_sim = time.perf_counter() - t0
-    asds = np.asarray(model.extra["asds"], float)
+    asds = np.asarray(model.extra["asds"] if asds is None else asds, float)
     kappa = float(model.gnpe["kappa"]) if model.gnpe is not None else None
     device = torch.device(device)
     sim = Simulator(basis.V, basis.asd_reference, asds, model_domain(model).frequencies, model.settings["detectors"],
@@ -297,7 +300,8 @@ def importance_sample_refined(model, strain: dict, psds: dict, start_time: float
     bounds = posterior_bounds(rel, priors, list(model.parameter_names), s["quantile"], s["margin"])
     logger.info("amortised efficiency %.3f%% (ESS %.1f of %d): refining on the box %s", 100 * first["efficiency"],
                 first["ess"], first["n"], ", ".join(f"{k} [{lo:.6g}, {hi:.6g}]" for k, (lo, hi) in bounds.items()))
-    refined, info = refine_model(model, bounds, s, seed=seed, basis=basis, device=device)
+    refined, info = refine_model(model, bounds, s, seed=seed, basis=basis, device=device,
+                                 asds=whitening_asds(model, psds) if model.noise_conditioned else None)
     res = importance_sample_to_target(refined, strain, psds, start_time, approximant, reference_frequency,
                                       target_ess=target_ess, max_samples=max_samples, batch_size=batch_size,
                                       seed=seed + REFINED_SEED_OFFSET, **common)

@@ -120,8 +120,13 @@ def whitened_strain(model, strain: dict, psds: dict, start_time: float | None) -
 
 @torch.no_grad()
 def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | None = None, max_rounds: int = 20,
-                    batch_events: int = 16, device: str | torch.device = "cpu", return_acceptance: bool = False):
+                    batch_events: int = 16, device: str | torch.device = "cpu", return_acceptance: bool = False,
+                    asd=None):
     """n in-prior samples for each of E events of whitened strain ``d`` (E, n_det, n_bins).
+
+    ``asd`` (E or 1, n_det, n_bins, or (n_det, n_bins) for all events): the ASDs ``d`` was whitened with,
+    given to a noise-conditioned network (None: the ASDs it was trained with, ``model.extra["asds"]``);
+    other networks ignore it.
 
     Returns
     -------
@@ -136,8 +141,12 @@ def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | Non
     d = torch.as_tensor(np.asarray(d) if not isinstance(d, torch.Tensor) else d)
     if d.ndim == 2:
         d = d[None]
+    if asd is not None:
+        asd = torch.as_tensor(np.asarray(asd, float), dtype=torch.float32)
+        asd = (asd[None] if asd.ndim == 2 else asd).expand(d.shape[0], -1, -1)
     if model.gnpe is not None:
-        outs = [sample_gnpe(model, d[e], n, seed=None if seed is None else seed + e, device=device)
+        outs = [sample_gnpe(model, d[e], n, seed=None if seed is None else seed + e, device=device,
+                            asd=None if asd is None else asd[e])
                 for e in range(d.shape[0])]
         theta, logq, acc = (np.stack([o[k] for o in outs]) for k in ("theta", "log_q", "acceptance"))
         return (theta, logq, acc) if return_acceptance else (theta, logq)
@@ -151,6 +160,7 @@ def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | Non
     acc_out = np.empty(E)
     for e0 in range(0, E, batch_events):
         de = d[e0 : e0 + batch_events]
+        ae = None if asd is None else asd[e0 : e0 + batch_events].to(device)
         have = [[] for _ in range(len(de))]
         counts = np.zeros(len(de), int)
         drawn = np.zeros(len(de), int)
@@ -158,7 +168,7 @@ def sample_whitened(model, d: np.ndarray | torch.Tensor, n: int, seed: int | Non
             need = n - counts.min()
             if need <= 0:
                 break
-            th, lq = model.sample_and_log_prob(de, int(need * 1.1) + 16)
+            th, lq = model.sample_and_log_prob(de, int(need * 1.1) + 16, asd=ae)
             th, lq = th.double().cpu().numpy(), lq.double().cpu().numpy()
             for j in range(len(de)):
                 if counts[j] >= n:
@@ -205,23 +215,31 @@ def sample_posterior(model, strain: dict, psds: dict, n: int, start_time: float 
     """
     t0 = time.perf_counter()
     d = whitened_strain(model, strain, psds, start_time)
+    asd = whitening_asds(model, psds)
     if model.gnpe is not None:
-        out = sample_gnpe(model, d, n, seed=seed, device=device)
+        out = sample_gnpe(model, d, n, seed=seed, device=device, asd=asd)
         return {"samples": to_physical(model, out["theta"]), "log_q": out["log_q"], "acceptance": out["acceptance"],
                 "sampling_time": time.perf_counter() - t0, "gnpe": out["gnpe"]}
-    theta, logq, acc = sample_whitened(model, d, n, seed=seed, device=device, return_acceptance=True)
+    theta, logq, acc = sample_whitened(model, d, n, seed=seed, device=device, return_acceptance=True, asd=asd)
     samples = to_physical(model, theta[0])
     return {"samples": samples, "log_q": logq[0], "acceptance": float(acc[0]), "sampling_time": time.perf_counter() - t0}
 
 
-def sample_gnpe(model, d, n: int, seed: int | None = None, device="cpu", iterations: int | None = None) -> dict:
+def whitening_asds(model, psds: dict) -> np.ndarray:
+    """(n_det, n_bins) ASDs of the PSDs the strain was whitened with, in the model's detector order
+    (what a noise-conditioned network is given beside the whitened strain)."""
+    return np.sqrt(np.stack([np.asarray(psds[ifo], float) for ifo in model.settings["detectors"]]))
+
+
+def sample_gnpe(model, d, n: int, seed: int | None = None, device="cpu", iterations: int | None = None,
+                asd=None) -> dict:
     """n samples of one event of whitened strain ``d`` (n_det, n_bins) with a GNPE model: Gibbs sampling,
     then density recovery (:mod:`gwnpe.inference.gnpe`). Returns ``theta`` (n, D, ``geocent_time``
     relative to the trigger), ``log_q``, ``acceptance`` and the ``gnpe`` diagnostics."""
     from .gnpe import GNPESampler
 
     iterations = iterations if iterations is not None else getattr(model, "gnpe_iterations", None)
-    out = GNPESampler(model, d, model_domain(model).frequencies, device=device).sample(n, model_priors(model), iterations=iterations,
+    out = GNPESampler(model, d, model_domain(model).frequencies, device=device, asd=asd).sample(n, model_priors(model), iterations=iterations,
                                                       seed=0 if seed is None else int(seed))
     logger.info("GNPE: %d Gibbs iterations over %d chains (mean arrival time moving %.3f sigma per iteration at "
                 "the end); density recovery kept %.1f%% of its draws", out["gnpe"]["iterations"], out["gnpe"]["chains"],
@@ -342,6 +360,10 @@ ASD_TOLERANCE = 1.2
 def asd_outside_training(model, psds: dict, tolerance: float = ASD_TOLERANCE) -> list[dict]:
     """Octave bands where an event's analysis PSDs differ from those the network was trained with.
 
+    For a noise-conditioned network, "trained with" is the range its ASD dataset spans (per bin, the
+    0.5% and 99.5% quantiles of its training ASDs, ``model.extra["asd_range"]``), and the ratio is to the
+    nearest end of that range.
+
     A network trained on one noise spectrum (``model.extra["asds"]``) has learned posteriors for data
     whitened by it: where the event's ASD differs, the noise it sees is louder or quieter than any in
     training and its posterior is miscalibrated there (importance sampling with the event's PSD
@@ -349,14 +371,20 @@ def asd_outside_training(model, psds: dict, tolerance: float = ASD_TOLERANCE) ->
     ratio ASD_event / ASD_training lies outside ``[1/tolerance, tolerance]``, and logs a warning.
     """
     f = model_domain(model).frequencies
-    trained = {ifo: np.asarray(a, float) for ifo, a in zip(model.settings["detectors"], model.extra["asds"])}
+    ifos = model.settings["detectors"]
+    trained = {ifo: (np.asarray(a, float),) * 2 for ifo, a in zip(ifos, model.extra["asds"])}
+    span = model.extra.get("asd_range")
+    if model.noise_conditioned and span is not None:
+        # a noise-conditioned network was trained over a set of ASDs: the range it spans (0.5-99.5% per bin)
+        trained = {ifo: (np.asarray(span[0][j], float), np.asarray(span[1][j], float)) for j, ifo in enumerate(ifos)}
     edges = [f[0]]
     while edges[-1] * 2 < f[-1]:
         edges.append(edges[-1] * 2)
     edges.append(f[-1] + 1e-9)
     out = []
     for ifo, psd in psds.items():
-        ratio = np.sqrt(np.asarray(psd, float)) / trained[ifo]
+        asd = np.sqrt(np.asarray(psd, float))
+        ratio = asd / np.clip(asd, *trained[ifo])  # to the nearest ASD of the training range per bin
         for lo, hi in zip(edges[:-1], edges[1:]):
             sel = (f >= lo) & (f < hi)
             r = float(np.median(ratio[sel])) if sel.any() else 1.0

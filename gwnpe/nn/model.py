@@ -42,6 +42,11 @@ class NPEModel(nn.Module):
         self.init = init
 
     @property
+    def noise_conditioned(self) -> bool:
+        """Whether the network is conditioned on the detectors' ASDs (trained over an ASD dataset)."""
+        return bool(getattr(self.embedding.projection, "noise_conditioned", False))
+
+    @property
     def gnpe(self) -> dict | None:
         """The model's GNPE settings (``kappa`` [s], ``iterations``), or None for plain NPE."""
         g = self.settings.get("model", {}).get("gnpe") or {}
@@ -50,25 +55,29 @@ class NPEModel(nn.Module):
     def standardise(self, theta: torch.Tensor) -> torch.Tensor:
         return (theta - self.mean) / self.std
 
-    def context(self, d: torch.Tensor, proxies: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.embedding(d)
+    def context(self, d: torch.Tensor, proxies: torch.Tensor | None = None, asd: torch.Tensor | None = None) -> torch.Tensor:
+        """Context of whitened strain ``d``; ``asd`` (B or 1, n_det, n_bins) are the ASDs it was whitened
+        with, read by a noise-conditioned network (None: its reference ASDs) and ignored by others."""
+        c = self.embedding(d, asd)
         if self.n_proxies:
             if proxies is None:
                 raise ValueError("a GNPE network needs the relative proxies of its strain's time shifts")
             c = torch.cat([c, ((proxies.to(c.device, torch.float64) - self.proxy_mean.double()) / self.proxy_std.double()).to(c.dtype)], dim=-1)
         return c
 
-    def log_prob(self, theta: torch.Tensor, d: torch.Tensor, proxies: torch.Tensor | None = None) -> torch.Tensor:
+    def log_prob(self, theta: torch.Tensor, d: torch.Tensor, proxies: torch.Tensor | None = None,
+                 asd: torch.Tensor | None = None) -> torch.Tensor:
         """log q(theta | d) for physical parameters theta (B, D) and whitened strain d (B, n_det, n_bins)."""
-        return self.flow(self.context(d, proxies)).log_prob(self.standardise(theta)) - torch.log(self.std).sum()
+        return self.flow(self.context(d, proxies, asd)).log_prob(self.standardise(theta)) - torch.log(self.std).sum()
 
     def loss(self, theta: torch.Tensor, d: torch.Tensor, proxies: torch.Tensor | None = None,
-             arrival: torch.Tensor | None = None, d_raw: torch.Tensor | None = None) -> torch.Tensor:
+             arrival: torch.Tensor | None = None, d_raw: torch.Tensor | None = None,
+             asd: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log density of standardised parameters (the training objective); for GNPE
         plus that of the initialisation network's arrival times given the unshifted strain."""
-        out = -self.flow(self.context(d, proxies)).log_prob(self.standardise(theta)).mean()
+        out = -self.flow(self.context(d, proxies, asd)).log_prob(self.standardise(theta)).mean()
         if self.init is not None and arrival is not None:
-            out = out + self.init.loss(arrival.to(theta.dtype), d_raw)
+            out = out + self.init.loss(arrival.to(theta.dtype), d_raw, asd=asd)
         return out
 
     def set_projection_trainable(self, trainable: bool) -> None:
@@ -77,15 +86,17 @@ class NPEModel(nn.Module):
             self.init.set_projection_trainable(trainable)
 
     @torch.no_grad()
-    def sample_and_log_prob(self, d: torch.Tensor, n: int, proxies: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_and_log_prob(self, d: torch.Tensor, n: int, proxies: torch.Tensor | None = None,
+                            asd: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n samples per event: (B, n, D) physical parameters and their log q (B, n)."""
-        context = self.context(d, proxies)
+        context = self.context(d, proxies, asd)
         z, lp = self.flow(context).rsample_and_log_prob((n,))  # (n, B, D), (n, B)
         theta = z * self.std + self.mean
         return theta.transpose(0, 1), (lp - torch.log(self.std).sum()).transpose(0, 1)
 
 
-def build_model(settings: dict, basis_V: torch.Tensor | None = None, mean=None, std=None) -> NPEModel:
+def build_model(settings: dict, basis_V: torch.Tensor | None = None, mean=None, std=None,
+                asd_reference=None) -> NPEModel:
     """Build the model from its settings.
 
     Parameters
@@ -97,6 +108,9 @@ def build_model(settings: dict, basis_V: torch.Tensor | None = None, mean=None, 
         SVD basis initialising the first embedding layer (omit when loading saved weights).
     mean, std : sequences, optional
         Parameter standardisation (prior statistics); zeros/ones when loading saved weights.
+    asd_reference : (n_det, n_bins) array, optional
+        Reference ASDs of a noise-conditioned network (``model.noise_conditioning.enabled``); the ASD
+        channel is the log ratio to them. Omit when loading saved weights.
     """
     m = settings["model"]
     emb, fl = m["embedding"], m["flow"]
@@ -104,10 +118,13 @@ def build_model(settings: dict, basis_V: torch.Tensor | None = None, mean=None, 
     n_det = len(settings["detectors"])
     gnpe = (m.get("gnpe") or {})
     gnpe_on = bool(gnpe.get("enabled"))
+    conditioned = bool((m.get("noise_conditioning") or {}).get("enabled"))
+    ref = None if asd_reference is None else torch.as_tensor(asd_reference, dtype=torch.float64)
 
     def embedding_net(widths, context):
         projection = BasisProjection(n_det, settings["n_bins"], settings["basis_size"],
-                                     V=basis_V if emb["basis_init"] else None)
+                                     V=basis_V if emb["basis_init"] else None, asd_reference=ref,
+                                     noise_conditioned=conditioned)
         return ResidualEmbedding(projection, list(widths), context, emb["dropout"], emb["layer_norm"])
 
     n_proxies = n_det - 1 if gnpe_on else 0

@@ -49,7 +49,7 @@ def evaluate(model, sim: Simulator, data: TrainingData, index: torch.Tensor, nam
     total, count = 0.0, 0
     for i in range(0, len(index), batch_size):
         idx = index[i : i + batch_size]
-        total += float(model.loss(*sim.batch(data, idx, names, g))) * len(idx)
+        total += float(model.loss(**sim.loss_inputs(data, idx, names, g))) * len(idx)
         count += len(idx)
     return total / max(count, 1)
 
@@ -73,9 +73,9 @@ def train_epoch(model, sim: Simulator, data: TrainingData, train_idx: torch.Tens
     total = 0.0
     for i in range(math.ceil(len(train_idx) / batch_size)):
         idx = perm[i * batch_size : (i + 1) * batch_size]
-        batch = sim.batch(data, idx, names, g)
+        batch = sim.loss_inputs(data, idx, names, g)
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-            loss = model.loss(*batch)
+            loss = model.loss(**batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if gradient_clip:

@@ -44,3 +44,10 @@ def read_asd_dataset(path) -> ASDDataset:
             raw = f[k]["records"][()]
             records[k] = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
         return ASDDataset(f["frequencies"][...], {k: f[k]["asd"][...] for k in ifos}, records)
+
+
+def split_asd_dataset(n: int, held_out_fraction: float) -> tuple[slice, slice]:
+    """The training and held-out parts of an ASD dataset of ``n`` ASDs per detector: the last
+    ``round(held_out_fraction * n)`` are held out (never seen in training; the held-out PP-test's)."""
+    n_held = int(round(float(held_out_fraction) * n))
+    return slice(0, n - n_held), slice(n - n_held, n)

@@ -100,11 +100,15 @@ class Injections:
         Sampled parameters; ``geocent_time`` relative to ``trigger_time`` (prior convention).
     frequencies : (n_bins,) array [Hz]
     strain : dict ifo -> (N, n_bins) complex128 [1/Hz], phase origin ``start_time``
-    psd : dict ifo -> (n_bins,) [1/Hz]
+    psd : dict ifo -> (n_bins,) or (N, n_bins) [1/Hz]
+        The analysis PSDs the noise was drawn from: one for all injections, or one per injection
+        (``injections.asd_source: held_out``); :meth:`psd_of` gives an injection's.
     snr : dict name -> (N,) (``optimal_<ifo>``, ``matched_filter_<ifo>``, ``network_*``)
     start_time, trigger_time : float [GPS s]
     failures : list of dict
         Draws refused by LAL and redrawn.
+    asd_index : dict ifo -> (N,) int, optional
+        For per-injection PSDs: the index of each one's ASD in the ASD dataset.
     """
 
     parameters: dict
@@ -115,9 +119,14 @@ class Injections:
     start_time: float
     trigger_time: float
     failures: list = field(default_factory=list)
+    asd_index: dict | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.parameters.values())))
+
+    def psd_of(self, index: int) -> dict:
+        """The PSDs (ifo -> (n_bins,)) injection ``index``'s noise was drawn from and is whitened with."""
+        return {k: (v[index] if np.ndim(v) == 2 else v) for k, v in self.psd.items()}
 
     def event(self, index: int, source="the injection file") -> dict:
         """Injection ``index``: ``parameters``, ``strain``, ``psd``, ``snr``, ``start_time``, ``trigger_time``."""
@@ -127,7 +136,7 @@ class Injections:
         return {
             "parameters": {k: float(v[index]) for k, v in self.parameters.items()},
             "strain": {k: v[index] for k, v in self.strain.items()},
-            "psd": self.psd,
+            "psd": self.psd_of(index),
             "snr": {k: float(v[index]) for k, v in self.snr.items()},
             "start_time": self.start_time,
             "trigger_time": self.trigger_time,
@@ -146,7 +155,8 @@ def load_event(path, index: int, error: type[Exception] = InjectionError) -> dic
 
 
 def write_injections(path, inj: Injections, prov: dict) -> None:
-    """Layout: ``parameters/<name>``, ``frequencies``, ``strain/<ifo>``, ``psd/<ifo>``, ``snr/<name>``,
+    """Layout: ``parameters/<name>``, ``frequencies``, ``strain/<ifo>``, ``psd/<ifo>`` ((n_bins,) or (N, n_bins)),
+    ``asd_index/<ifo>`` (per-injection PSDs only), ``snr/<name>``,
     attributes ``start_time``, ``trigger_time``, ``failures`` (JSON) and the provenance."""
     import h5py
 
@@ -167,6 +177,10 @@ def write_injections(path, inj: Injections, prov: dict) -> None:
             f.attrs["start_time"] = inj.start_time
             f.attrs["trigger_time"] = float(inj.trigger_time)
             f.attrs["failures"] = json.dumps(inj.failures)
+            if inj.asd_index is not None:
+                ga = f.create_group("asd_index", track_order=True)
+                for ifo, v in inj.asd_index.items():
+                    ga.create_dataset(ifo, data=np.asarray(v, np.int64), track_times=False)
             provenance.write_h5(f, prov)
 
 
@@ -188,4 +202,5 @@ def load_injections(path) -> Injections:
             start_time=float(f.attrs["start_time"]),
             trigger_time=float(f.attrs["trigger_time"]),
             failures=json.loads(f.attrs.get("failures", "[]")),
+            asd_index={k: v[...] for k, v in f["asd_index"].items()} if "asd_index" in f else None,
         )

@@ -6,6 +6,10 @@ same geometry as bilby, the time shift as a frequency-domain phase whose origin
 is the segment start (as an FFT of the analysed segment gives), and noise drawn
 from the run's estimated PSDs, which are the noise model the network was trained
 for. Optimal and matched-filter SNRs are recorded per detector and for the network.
+
+With ``injections.asd_source: held_out`` each injection's noise in each detector is coloured instead
+by an ASD drawn from the held-out part of the ASD dataset (never seen by a noise-conditioned network
+in training); its PSD is stored per injection and is the one it is whitened with.
 """
 
 from __future__ import annotations
@@ -31,9 +35,36 @@ from .settings import stage_settings
 logger = logging.getLogger(__name__)
 
 
-def run_injections_stage(settings: dict, *, psd_paths: dict, out_path) -> dict:
+def held_out_psds(path, settings: dict, dom, n: int, rng) -> tuple[dict, dict]:
+    """Per detector (n, n_bins) analysis PSDs drawn (independently per injection and detector) from the
+    held-out part of the ASD dataset at ``path``, and the drawn indices into the dataset."""
+    from ..products.asd_dataset import read_asd_dataset, split_asd_dataset
+
+    if not path:
+        raise InjectionError("injections.asd_source is held_out but no ASD dataset was given; set asd_dataset.size > 0.")
+    ds = read_asd_dataset(path)
+    ifos = list(settings["detectors"])
+    missing = [k for k in ifos if k not in ds.asds]
+    if missing or len(ds.frequencies) != len(dom) or not np.allclose(ds.frequencies, dom.frequencies, rtol=0, atol=1e-9):
+        raise InjectionError(f"ASD dataset '{path}' was made for other detectors or another frequency grid; rerun the "
+                             "asd_dataset stage.")
+    m = min(len(ds.asds[k]) for k in ifos)
+    _, held = split_asd_dataset(m, settings["model"]["noise_conditioning"]["held_out_fraction"])
+    if held.stop - held.start < 1:
+        raise InjectionError(f"the ASD dataset '{path}' has no held-out ASD (model.noise_conditioning.held_out_fraction "
+                             f"= {settings['model']['noise_conditioning']['held_out_fraction']} of {m}); raise the fraction "
+                             "or asd_dataset.size.")
+    psds, index = {}, {}
+    for ifo in ifos:
+        index[ifo] = held.start + rng.integers(0, held.stop - held.start, size=n)
+        psds[ifo] = analysis_psd(np.asarray(ds.asds[ifo][index[ifo]], float) ** 2, settings["domain"])
+    return psds, index
+
+
+def run_injections_stage(settings: dict, *, psd_paths: dict, out_path, asd_dataset_path=None) -> dict:
     """Draw (or read) the injections, make their strain and SNRs, write ``injections.h5``
-    (layout: :func:`gwnpe.products.injections.write_injections`)."""
+    (layout: :func:`gwnpe.products.injections.write_injections`); with ``injections.asd_source:
+    held_out`` the noise of each injection comes from the held-out ASDs of ``asd_dataset_path``."""
     priors = load_priors(settings["priors"], approximant=settings["waveform"]["approximant"])
     names = sampled_keys(priors)
     keys_int = intrinsic_keys(priors)
@@ -75,9 +106,16 @@ def run_injections_stage(settings: dict, *, psd_paths: dict, out_path) -> dict:
     rng_noise = stage_rng(settings["seed"], "injections", 2)
     strain, snr = {}, {}
     num, den = np.zeros(n), np.zeros(n)
-    psds = {}
+    psds, asd_index = {}, None
+    held_out = inj.get("asd_source", "reference") == "held_out"
+    if held_out:
+        per_injection, asd_index = held_out_psds(asd_dataset_path, settings, dom, n,
+                                                 stage_rng(settings["seed"], "injections", 3))
     for j, ifo in enumerate(settings["detectors"]):
-        psd = analysis_psd(psd_on_domain(psd_paths[ifo], dom), settings["domain"])  # as windowed data would have
+        if held_out:
+            psd = per_injection[ifo]  # (n, n_bins)
+        else:
+            psd = analysis_psd(psd_on_domain(psd_paths[ifo], dom), settings["domain"])  # as windowed data would have
         psds[ifo] = psd
         sigma = np.sqrt(psd / (4.0 * dom.delta_f))  # std of each real component of the FD noise
         noise = (rng_noise.standard_normal((n, len(dom))) + 1j * rng_noise.standard_normal((n, len(dom)))) * sigma
@@ -94,13 +132,17 @@ def run_injections_stage(settings: dict, *, psd_paths: dict, out_path) -> dict:
     snr["network_matched_filter"] = num / np.sqrt(den)
     logger.info("injections: %d, network optimal SNR median %.1f (5-95%%: %.1f-%.1f), %d LAL refusals redrawn",
                 n, np.median(snr["network_optimal"]), *np.percentile(snr["network_optimal"], [5, 95]), len(failures))
+    inputs = {f"psd_{k}": v for k, v in psd_paths.items()}
+    if held_out:
+        inputs["asd_dataset"] = asd_dataset_path
     prov = make_provenance(
-        "injections", stage_settings(settings, "injections"), inputs={f"psd_{k}": v for k, v in psd_paths.items()},
+        "injections", stage_settings(settings, "injections"), inputs=inputs,
         texts={"prior_file": Path(settings["priors"]).read_text()},
     )
     write_injections(out_path, Injections(
         parameters={k: np.asarray(params[k], float) for k in names}, frequencies=dom.frequencies,
         strain={ifo: strain[ifo] for ifo in settings["detectors"]}, psd={ifo: psds[ifo] for ifo in settings["detectors"]},
         snr=snr, start_time=start, trigger_time=float(settings["trigger_time"]), failures=failures,
+        asd_index=asd_index,
     ), prov)
     return {"n": n, "network_optimal_snr_median": float(np.median(snr["network_optimal"]))}

@@ -12,7 +12,8 @@ from ..products.injections import load_injections
 from ..products.model import load_model
 from ..products.results import save_result
 from ..errors import InjectionError
-from ..inference.sampling import check_model_parameters, model_priors, sample_whitened, to_physical, whitened_strain
+from ..inference.sampling import (check_model_parameters, model_priors, sample_whitened, to_physical, whitened_strain,
+                                  whitening_asds)
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +38,12 @@ def run_posteriors_stage(settings: dict, *, model_path, injections_path, out_pat
     priors = model_priors(model)
     check_model_parameters(model, inj.parameters, injections_path)
     t0 = time.perf_counter()
-    d = np.stack([whitened_strain(model, {k: v[i] for k, v in inj.strain.items()}, inj.psd, inj.start_time)
+    d = np.stack([whitened_strain(model, {k: v[i] for k, v in inj.strain.items()}, inj.psd_of(i), inj.start_time)
                   for i in range(n)])
     t_prep = time.perf_counter() - t0
     t0 = time.perf_counter()
-    theta, logq = sample_whitened(model, d, n_samples, seed=seed, batch_events=batch_events, device=device)
+    theta, logq = sample_whitened(model, d, n_samples, seed=seed, batch_events=batch_events, device=device,
+                                  asd=np.stack([whitening_asds(model, inj.psd_of(i)) for i in range(n)]))
     t_sample = time.perf_counter() - t0
     per_event = (t_prep + t_sample) / n
     logger.info("posteriors: %d injections x %d samples in %.1f s (%.3f s per event)", n, n_samples, t_prep + t_sample, per_event)

@@ -75,10 +75,16 @@ def run_train_stage(
     basis_path,
     psd_paths: dict,
     out: TrainOutputs,
+    asd_dataset_path=None,
     threads: int = 1,
     on_epoch_end: Callable[[int, list[dict]], None] | None = None,
 ) -> list[dict]:
     """Train the model; resume from ``out.checkpoint`` when it holds a run with the same settings.
+
+    With ``model.noise_conditioning.enabled`` the ASD dataset at ``asd_dataset_path`` (its training
+    part, :func:`training_asds`) is drawn from per sample after the first
+    ``model.noise_conditioning.fixed_asd_epochs`` epochs (which train on the PSDs of ``psd_paths``, the
+    network's reference ASDs).
 
     Writes the files of :class:`TrainOutputs` and returns the history (one dict per epoch).
     ``on_epoch_end(epoch, history)`` is called after each epoch's checkpoint is written.
@@ -108,9 +114,16 @@ def run_train_stage(
     kappa = float(gnpe["kappa"]) if gnpe.get("enabled") else None
     if kappa is not None:
         check_arrival_time_parameters(priors, settings["priors"])
+    nc = settings["model"].get("noise_conditioning") or {}
+    bank = None
+    if nc.get("enabled"):
+        bank = training_asds(asd_dataset_path, settings, domain)
+        logger.info("noise conditioning: %d training ASDs per detector from '%s' (the last %.0f%% held out), drawn "
+                    "per sample after %d fixed-ASD epochs", bank.shape[1], asd_dataset_path,
+                    100 * float(settings["model"]["noise_conditioning"]["held_out_fraction"]), int(nc["fixed_asd_epochs"]))
     sim = Simulator(basis.V, basis.asd_reference, asds, domain.frequencies, settings["detectors"],
                     settings["trigger_time"], priors, settings["waveform"]["reference_distance"],
-                    gnpe_kappa=kappa).to(device)
+                    gnpe_kappa=kappa, asd_bank=bank).to(device)
 
     n = len(data)
     n_val = max(1, int(round(tr["validation_fraction"] * n)))
@@ -138,7 +151,8 @@ def run_train_stage(
         "waveform": dict(settings["waveform"]),  # for importance sampling with the exact likelihood
     }
     torch.manual_seed(torch_seed(seed, "init"))
-    model = build_model(model_settings, torch.from_numpy(basis.V), mean, std)
+    model = build_model(model_settings, torch.from_numpy(basis.V), mean, std,
+                        asd_reference=asds if bank is not None else None)
     if kappa is not None:
         with torch.no_grad():
             model.proxy_mean.copy_(torch.as_tensor(stats["proxies"][0]))
@@ -173,6 +187,8 @@ def run_train_stage(
     for epoch in range(start, tr["epochs"]):
         t0 = time.perf_counter()
         model.set_projection_trainable(epoch >= settings["model"]["embedding"]["freeze_epochs"])
+        if bank is not None:
+            sim.draw_asds = epoch >= int(nc["fixed_asd_epochs"])  # two-stage schedule: reference ASD, then the set
         train_loss = train_epoch(model, sim, data, train_idx, names, opt, sched, epoch=epoch, seed=seed, batch_size=B,
                                  gradient_clip=tr["gradient_clip"], amp=amp, device_type=device.type)
         val = evaluate(model, sim, data, val_idx, names, B, seed)
@@ -192,17 +208,60 @@ def run_train_stage(
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, history)
 
-    prov = make_provenance("train", stage_settings(settings, "train"),
-                                    inputs={"training_set": training_set_path, "basis": basis_path,
-                                            **{f"psd_{k}": v for k, v in psd_paths.items()}})
+    inputs = {"training_set": training_set_path, "basis": basis_path, **{f"psd_{k}": v for k, v in psd_paths.items()}}
+    extra = {}
+    if bank is not None:
+        inputs["asd_dataset"] = asd_dataset_path
+        # the span of the training ASDs, per detector and bin (gwnpe sample's out-of-training warning)
+        extra["asd_range"] = np.quantile(bank, [0.005, 0.995], axis=1).astype(np.float32)
+        extra["asd_dataset_training_size"] = int(bank.shape[1])
+    prov = make_provenance("train", stage_settings(settings, "train"), inputs=inputs)
     model.cpu()
     save_model(out.model, model, prov,
                         extra={"asds": asds, "frequencies": domain.frequencies, "epochs_trained": len(history),
                       # the basis its training set was compressed with: per-event refinement simulates with it
-                      "basis_V": basis.V.astype(np.complex64), "asd_reference": basis.asd_reference})
+                      "basis_V": basis.V.astype(np.complex64), "asd_reference": basis.asd_reference, **extra})
     write_history(out.history, history)
     if out.throughput is not None:
         write_history(out.throughput, history, THROUGHPUT_COLUMNS)
     save_figure(loss_figure(history), out.plot, dpi=120)
     checkpoint_path.unlink(missing_ok=True)
     return history
+
+
+def training_asds(path, settings: dict, domain) -> np.ndarray:
+    """(n_det, M, n_bins) analysis ASDs (window factor folded in, as the fixed ones) of the training part
+    of the ASD dataset, each detector cut to the smallest detector's count.
+
+    Raises
+    ------
+    GwnpeError
+        If no dataset is given, it lacks a detector, lies on another frequency grid, or leaves no
+        training ASD after the held-out part.
+    """
+    from ..products.asd_dataset import read_asd_dataset, split_asd_dataset
+
+    if asd_dataset_path_missing(path):
+        raise GwnpeError("model.noise_conditioning.enabled is true but no ASD dataset was given to the train stage; "
+                         "set asd_dataset.size > 0 (the workflow then makes it).")
+    ds = read_asd_dataset(path)
+    ifos = list(settings["detectors"])
+    missing = [k for k in ifos if k not in ds.asds]
+    if missing:
+        raise GwnpeError(f"ASD dataset '{path}' has no ASDs of {missing}; it was made for other detectors. Rerun the "
+                         "asd_dataset stage.")
+    f = np.asarray(ds.frequencies, float)
+    if f.shape != domain.frequencies.shape or not np.allclose(f, domain.frequencies, rtol=0, atol=1e-9):
+        raise GwnpeError(f"ASD dataset '{path}' is on another frequency grid ({len(f)} bins) than the model's band "
+                         f"({len(domain)} bins); rerun the asd_dataset stage.")
+    n = min(len(ds.asds[k]) for k in ifos)
+    train, _ = split_asd_dataset(n, settings["model"]["noise_conditioning"]["held_out_fraction"])
+    if train.stop < 1:
+        raise GwnpeError(f"ASD dataset '{path}' holds {n} ASDs per detector, none left for training after "
+                         f"model.noise_conditioning.held_out_fraction = {settings['model']['noise_conditioning']['held_out_fraction']}; make more "
+                         "(asd_dataset.size) or hold out fewer.")
+    return np.stack([np.sqrt(analysis_psd(np.asarray(ds.asds[k][train], float) ** 2, settings["domain"])) for k in ifos])
+
+
+def asd_dataset_path_missing(path) -> bool:
+    return path is None or (isinstance(path, (list, tuple)) and not path) or str(path) == ""

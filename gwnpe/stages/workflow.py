@@ -49,8 +49,24 @@ def event_entry(config: dict, name: str) -> dict:
 
 
 def check_asd_dataset(config: dict) -> None:
-    """``asd_dataset`` with source files: a file per detector, channels for GWF, and a span holding a window."""
+    """``asd_dataset`` with source files: a file per detector, channels for GWF, and a span holding a window;
+    a noise-conditioned network needs the dataset, and training ASDs left after the held-out part."""
     cfg = config["asd_dataset"]
+    nc = config["model"]["noise_conditioning"]
+    if nc["enabled"]:
+        if not cfg["size"]:
+            raise ConfigError("model.noise_conditioning.enabled is true but asd_dataset.size is 0: a noise-conditioned "
+                              "network is trained over the ASD dataset; set asd_dataset.size (e.g. 1000) or switch "
+                              "noise conditioning off.")
+        if cfg["size"] - int(round(nc["held_out_fraction"] * cfg["size"])) < 1:
+            raise ConfigError(f"asd_dataset.size = {cfg['size']} leaves no training ASD after "
+                              f"model.noise_conditioning.held_out_fraction = {nc['held_out_fraction']}; raise the size.")
+    if config["injections"]["asd_source"] == "held_out":
+        n_held = int(round(nc["held_out_fraction"] * cfg["size"]))
+        if n_held < 1:
+            raise ConfigError(f"injections.asd_source is held_out, but asd_dataset.size = {cfg['size']} x "
+                              f"model.noise_conditioning.held_out_fraction = {nc['held_out_fraction']} holds out no ASD; "
+                              "set asd_dataset.size > 0 and a fraction that holds out at least one.")
     if not cfg["size"] or cfg["source"] != "files":
         return
     ifos = list(config["detectors"])

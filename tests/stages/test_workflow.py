@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -258,7 +259,8 @@ def test_nan_strain_fails_the_psd_stage_and_leaves_no_psd(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("names", [("config.yaml",), ("production.yaml",), ("config.yaml", "validation.yaml")])
+@pytest.mark.parametrize("names", [("config.yaml",), ("production.yaml",), ("config.yaml", "validation.yaml"),
+                                   ("config.yaml", "noise_conditioned.yaml")])
 def test_shipped_configs_build_their_dag(names):
     """`snakemake -n` resolves the whole DAG of the laptop default, of the production config and of the
     validation laid over the default (two reference runs per compared injection, one lookup table)."""
@@ -274,3 +276,9 @@ def test_shipped_configs_build_their_dag(names):
         assert jobs["bilby"] == 2 and jobs["distance_lookup"] == 1 and jobs["importance_sampling"] == 1
     if "validation.yaml" in names:
         assert jobs["bilby"] == 16 and jobs["distance_lookup"] == 1 and jobs["importance_sampling"] == 8
+    if "noise_conditioned.yaml" in names:  # the ASD set feeds training and the held-out injections
+        assert jobs["asd_dataset"] == 1 and "bilby" not in jobs
+        assert re.search(r"rule train:\n(.*\n)*?\s+input: .*asd_dataset/asd_dataset\.h5", res.stdout)
+        assert re.search(r"checkpoint injections:\n(.*\n)*?\s+input: .*asd_dataset/asd_dataset\.h5", res.stdout)
+    else:
+        assert "asd_dataset" not in jobs
