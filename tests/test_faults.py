@@ -91,7 +91,7 @@ if args["marker"]:
     # that is certainly in the middle of epoch 2 however loaded the machine is.
     from gwnpe.nn.simulator import Simulator
 
-    batch, calls = Simulator.batch, []
+    batch, calls = Simulator.loss_inputs, []
 
     def paused_batch(self, *a, **kw):
         if (out / "checkpoint.pt").exists():
@@ -101,7 +101,7 @@ if args["marker"]:
                 time.sleep(600)
         return batch(self, *a, **kw)
 
-    Simulator.batch = paused_batch
+    Simulator.loss_inputs = paused_batch
 
 from gwnpe.stages.train import TrainOutputs, run_train_stage
 

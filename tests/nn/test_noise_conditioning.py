@@ -242,3 +242,31 @@ def test_gnpe_network_is_noise_conditioned_in_both_of_its_networks(tiny_products
     assert torch.isfinite(loss)
     assert m.embedding.projection.asd_weight.grad.abs().max() > 0
     assert m.init.embedding.projection.asd_weight.grad.abs().max() > 0
+
+
+@pytest.mark.slow
+def test_refining_a_noise_conditioned_network_simulates_with_the_events_asds(conditioned, monkeypatch):
+    """Per-event refinement of a noise-conditioned network whitens its simulations by the event's ASDs
+    and gives them to the network (a fixed-ASD network keeps its own); the refined copy stays
+    conditioned and the amortised one is untouched."""
+    import gwnpe.inference.refinement as refinement
+    from gwnpe.products.model import load_model
+
+    out, cfg, _ = conditioned
+    m = load_model(out / "model.pt")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    event = 1.3 * np.asarray(m.extra["asds"], float)
+    seen = []
+    real = refinement.Simulator
+
+    def spy(*args, **kw):
+        sim = real(*args, **kw)
+        seen.append(sim.asds.double().numpy())
+        return sim
+
+    monkeypatch.setattr(refinement, "Simulator", spy)
+    bounds = {"chirp_mass": (20.0, 30.0)}
+    refined, info = refinement.refine_model(m, bounds, {"waveforms": 64, "epochs": 1, "batch_size": 32}, seed=1, asds=event)
+    np.testing.assert_allclose(seen[-1], event, rtol=1e-6)
+    assert refined.noise_conditioned and np.isfinite(info["validation_loss"]["after"])
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
