@@ -215,6 +215,10 @@ def test_held_out_injections_are_coloured_by_unseen_asds(conditioned, asd_datase
     got = read_in_result(paths[7]).posterior["chirp_mass"].to_numpy()
     np.testing.assert_allclose(got, th_own[7, :, i_mc], rtol=1e-6)
     assert not np.allclose(got, th_ref[7, :, i_mc], rtol=1e-3)
+    from gwnpe.stages.pp import run_pp_stage
+
+    pp = run_pp_stage(paths, out_json=tmp_path / "pp.json", out_plot=tmp_path / "pp.png")  # the held-out PP-test
+    assert pp["n_injections"] == 300 and set(pp["pvalues"]) == set(m.parameter_names)
 
 
 def test_gnpe_network_is_noise_conditioned_in_both_of_its_networks(tiny_products):
@@ -270,3 +274,20 @@ def test_refining_a_noise_conditioned_network_simulates_with_the_events_asds(con
     np.testing.assert_allclose(seen[-1], event, rtol=1e-6)
     assert refined.noise_conditioned and np.isfinite(info["validation_loss"]["after"])
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.slow
+def test_out_of_training_warning_of_a_noise_conditioned_network_uses_the_range_of_its_asd_set(conditioned):
+    """An event ASD inside the span of the training ASDs (0.5-99.5% per bin) raises no flag; one 3x above
+    the span's top is flagged in every octave of both detectors, with the ratio to the nearest end."""
+    from gwnpe.inference.sampling import asd_outside_training
+    from gwnpe.products.model import load_model
+
+    m = load_model(conditioned[0] / "model.pt")
+    lo, hi = (np.asarray(a, float) for a in m.extra["asd_range"])
+    ifos = m.settings["detectors"]
+    inside = {ifo: (0.5 * (lo[j] + hi[j])) ** 2 for j, ifo in enumerate(ifos)}
+    assert asd_outside_training(m, inside) == []
+    loud = {ifo: (3.0 * hi[j]) ** 2 for j, ifo in enumerate(ifos)}
+    flags = asd_outside_training(m, loud)
+    assert {f["detector"] for f in flags} == set(ifos) and all(f["ratio"] == pytest.approx(3.0, rel=1e-3) for f in flags)
