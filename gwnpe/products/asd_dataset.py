@@ -51,3 +51,36 @@ def split_asd_dataset(n: int, held_out_fraction: float) -> tuple[slice, slice]:
     ``round(held_out_fraction * n)`` are held out (never seen in training; the held-out PP-test's)."""
     n_held = int(round(float(held_out_fraction) * n))
     return slice(0, n - n_held), slice(n - n_held, n)
+
+
+def read_asd_part(path, detectors: list[str], frequencies: np.ndarray, held_out_fraction: float, part: str,
+                  error: type[Exception] = GwnpeError) -> tuple[dict, int]:
+    """One part of an ASD dataset for ``detectors`` on the band ``frequencies``: ``part`` is ``training``
+    or ``held_out`` (:func:`split_asd_dataset` of the smallest detector's count).
+
+    Returns the ASDs per detector ((M, n_bins) float64) and the index of the part's first ASD in the dataset.
+
+    Raises
+    ------
+    error
+        If no dataset is given, it lacks a detector, lies on another frequency grid, or the part is empty.
+    """
+    if not path:
+        raise error("a noise-conditioned network or held-out injections need the ASD dataset, and none was given; set "
+                    "asd_dataset.size > 0 (the workflow then makes it).")
+    ds = read_asd_dataset(path)
+    missing = [k for k in detectors if k not in ds.asds]
+    if missing:
+        raise error(f"ASD dataset '{path}' has no ASDs of {missing}; it was made for other detectors. Rerun the "
+                    "asd_dataset stage.")
+    f = np.asarray(ds.frequencies, float)
+    if f.shape != np.shape(frequencies) or not np.allclose(f, frequencies, rtol=0, atol=1e-9):
+        raise error(f"ASD dataset '{path}' is on another frequency grid ({len(f)} bins) than the model's band "
+                    f"({len(frequencies)} bins); rerun the asd_dataset stage.")
+    n = min(len(ds.asds[k]) for k in detectors)
+    sel = dict(zip(("training", "held_out"), split_asd_dataset(n, held_out_fraction)))[part]
+    if sel.stop - sel.start < 1:
+        raise error(f"ASD dataset '{path}' holds {n} ASDs per detector, none in its {part.replace('_', '-')} part with "
+                    f"model.noise_conditioning.held_out_fraction = {held_out_fraction}; change the fraction or "
+                    "asd_dataset.size.")
+    return {k: np.asarray(ds.asds[k][sel], float) for k in detectors}, sel.start

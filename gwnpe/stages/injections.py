@@ -38,26 +38,15 @@ logger = logging.getLogger(__name__)
 def held_out_psds(path, settings: dict, dom, n: int, rng) -> tuple[dict, dict]:
     """Per detector (n, n_bins) analysis PSDs drawn (independently per injection and detector) from the
     held-out part of the ASD dataset at ``path``, and the drawn indices into the dataset."""
-    from ..products.asd_dataset import read_asd_dataset, split_asd_dataset
+    from ..products.asd_dataset import read_asd_part
 
-    if not path:
-        raise InjectionError("injections.asd_source is held_out but no ASD dataset was given; set asd_dataset.size > 0.")
-    ds = read_asd_dataset(path)
-    ifos = list(settings["detectors"])
-    missing = [k for k in ifos if k not in ds.asds]
-    if missing or len(ds.frequencies) != len(dom) or not np.allclose(ds.frequencies, dom.frequencies, rtol=0, atol=1e-9):
-        raise InjectionError(f"ASD dataset '{path}' was made for other detectors or another frequency grid; rerun the "
-                             "asd_dataset stage.")
-    m = min(len(ds.asds[k]) for k in ifos)
-    _, held = split_asd_dataset(m, settings["model"]["noise_conditioning"]["held_out_fraction"])
-    if held.stop - held.start < 1:
-        raise InjectionError(f"the ASD dataset '{path}' has no held-out ASD (model.noise_conditioning.held_out_fraction "
-                             f"= {settings['model']['noise_conditioning']['held_out_fraction']} of {m}); raise the fraction "
-                             "or asd_dataset.size.")
+    held, first = read_asd_part(path, list(settings["detectors"]), dom.frequencies,
+                                settings["model"]["noise_conditioning"]["held_out_fraction"], "held_out", InjectionError)
     psds, index = {}, {}
-    for ifo in ifos:
-        index[ifo] = held.start + rng.integers(0, held.stop - held.start, size=n)
-        psds[ifo] = analysis_psd(np.asarray(ds.asds[ifo][index[ifo]], float) ** 2, settings["domain"])
+    for ifo, asds in held.items():
+        drawn = rng.integers(0, len(asds), size=n)
+        index[ifo] = first + drawn
+        psds[ifo] = analysis_psd(asds[drawn] ** 2, settings["domain"])
     return psds, index
 
 
@@ -107,7 +96,7 @@ def run_injections_stage(settings: dict, *, psd_paths: dict, out_path, asd_datas
     strain, snr = {}, {}
     num, den = np.zeros(n), np.zeros(n)
     psds, asd_index = {}, None
-    held_out = inj.get("asd_source", "reference") == "held_out"
+    held_out = inj["asd_source"] == "held_out"
     if held_out:
         per_injection, asd_index = held_out_psds(asd_dataset_path, settings, dom, n,
                                                  stage_rng(settings["seed"], "injections", 3))

@@ -120,7 +120,7 @@ def run_train_stage(
         bank = training_asds(asd_dataset_path, settings, domain)
         logger.info("noise conditioning: %d training ASDs per detector from '%s' (the last %.0f%% held out), drawn "
                     "per sample after %d fixed-ASD epochs", bank.shape[1], asd_dataset_path,
-                    100 * float(settings["model"]["noise_conditioning"]["held_out_fraction"]), int(nc["fixed_asd_epochs"]))
+                    100 * float(nc["held_out_fraction"]), int(nc["fixed_asd_epochs"]))
     sim = Simulator(basis.V, basis.asd_reference, asds, domain.frequencies, settings["detectors"],
                     settings["trigger_time"], priors, settings["waveform"]["reference_distance"],
                     gnpe_kappa=kappa, asd_bank=bank).to(device)
@@ -239,29 +239,8 @@ def training_asds(path, settings: dict, domain) -> np.ndarray:
         If no dataset is given, it lacks a detector, lies on another frequency grid, or leaves no
         training ASD after the held-out part.
     """
-    from ..products.asd_dataset import read_asd_dataset, split_asd_dataset
+    from ..products.asd_dataset import read_asd_part
 
-    if asd_dataset_path_missing(path):
-        raise GwnpeError("model.noise_conditioning.enabled is true but no ASD dataset was given to the train stage; "
-                         "set asd_dataset.size > 0 (the workflow then makes it).")
-    ds = read_asd_dataset(path)
-    ifos = list(settings["detectors"])
-    missing = [k for k in ifos if k not in ds.asds]
-    if missing:
-        raise GwnpeError(f"ASD dataset '{path}' has no ASDs of {missing}; it was made for other detectors. Rerun the "
-                         "asd_dataset stage.")
-    f = np.asarray(ds.frequencies, float)
-    if f.shape != domain.frequencies.shape or not np.allclose(f, domain.frequencies, rtol=0, atol=1e-9):
-        raise GwnpeError(f"ASD dataset '{path}' is on another frequency grid ({len(f)} bins) than the model's band "
-                         f"({len(domain)} bins); rerun the asd_dataset stage.")
-    n = min(len(ds.asds[k]) for k in ifos)
-    train, _ = split_asd_dataset(n, settings["model"]["noise_conditioning"]["held_out_fraction"])
-    if train.stop < 1:
-        raise GwnpeError(f"ASD dataset '{path}' holds {n} ASDs per detector, none left for training after "
-                         f"model.noise_conditioning.held_out_fraction = {settings['model']['noise_conditioning']['held_out_fraction']}; make more "
-                         "(asd_dataset.size) or hold out fewer.")
-    return np.stack([np.sqrt(analysis_psd(np.asarray(ds.asds[k][train], float) ** 2, settings["domain"])) for k in ifos])
-
-
-def asd_dataset_path_missing(path) -> bool:
-    return path is None or (isinstance(path, (list, tuple)) and not path) or str(path) == ""
+    asds, _ = read_asd_part(path, list(settings["detectors"]), domain.frequencies,
+                            settings["model"]["noise_conditioning"]["held_out_fraction"], "training")
+    return np.stack([np.sqrt(analysis_psd(a**2, settings["domain"])) for a in asds.values()])
