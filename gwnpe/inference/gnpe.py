@@ -91,13 +91,14 @@ def fit_density(x: np.ndarray, seed: int, steps: int = 400, batch_size: int = 10
     opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(len(z), (min(batch_size, len(z)),), generator=g)
-        loss = -flow().log_prob(z[idx]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    with torch.enable_grad():  # also when called from no-grad sampling code (sample_whitened, the posteriors stage)
+        for _ in range(steps):
+            idx = torch.randint(len(z), (min(batch_size, len(z)),), generator=g)
+            loss = -flow().log_prob(z[idx]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
     flow.eval()
     log_det = float(torch.log(std).sum())
 

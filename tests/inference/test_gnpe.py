@@ -48,11 +48,14 @@ def test_gibbs_with_exact_conditionals_recovers_the_posterior_from_a_bad_start()
 
 
 def test_density_recovery_gives_the_exact_evidence_and_posterior():
+    """(Run under torch.no_grad(), as sample_whitened and the posteriors stage call it: the fit of q(t_hat)
+    must still train.)"""
     cond = exact_conditional(2)
     g = torch.Generator().manual_seed(3)
     chains = gibbs(lambda n: torch.full((n, 1), X, dtype=torch.float64), lambda p: cond(p)[::2], 8000, KAPPA, 30, g)
-    rec = density_recovery(chains["proxies"].numpy(), cond, lambda th: (th[:, 0] >= LO) & (th[:, 0] <= HI), KAPPA,
-                           20000, seed=4)
+    with torch.no_grad():
+        rec = density_recovery(chains["proxies"].numpy(), cond, lambda th: (th[:, 0] >= LO) & (th[:, 0] <= HI), KAPPA,
+                               20000, seed=4)
     theta = rec["theta"][:, 0]
     log_l = stats.norm.logpdf(X, theta, SIGMA)  # normalised in x: the evidence is the prior mass near x
     log_prior = np.full_like(theta, -math.log(HI - LO))
@@ -147,6 +150,11 @@ def test_gnpe_model_trains_saves_and_samples_with_a_proposal_density(gnpe_model)
     res = importance_sample(model, strain, psds, start, a["samples"], a["log_q"], 400 / a["acceptance"],
                             cfg["waveform"]["approximant"], cfg["waveform"]["reference_frequency"])
     assert np.isfinite(res["log_evidence"]) and res["ess"] >= 1
+    # the posteriors stage's path (sample_whitened, under no_grad) gives the same draws for the same seed
+    from gwnpe.inference.sampling import sample_whitened, whitened_strain
+
+    theta, log_q = sample_whitened(model, whitened_strain(model, strain, psds, start), 400, seed=11)
+    np.testing.assert_array_equal(log_q[0], a["log_q"])
 
 
 @pytest.mark.slow
