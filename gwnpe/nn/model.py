@@ -8,6 +8,7 @@ settings that rebuild it (and the provenance of its training data), so
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import zuko
@@ -77,7 +78,14 @@ class NPEModel(nn.Module):
         plus that of the initialisation network's arrival times given the unshifted strain."""
         out = -self.flow(self.context(d, proxies, asd)).log_prob(self.standardise(theta)).mean()
         if self.init is not None and arrival is not None:
-            out = out + self.init.loss(arrival.to(theta.dtype), d_raw, asd=asd)
+            # while training, the initialisation network may see only the first part of the batch
+            # (model.gnpe.init_batch_fraction): its two-dimensional density needs fewer samples per step
+            # than the main network, and its embedding costs as much per sample as the main one's
+            n = len(theta)
+            if self.training:
+                n = max(1, math.ceil(float(self.gnpe.get("init_batch_fraction", 1.0)) * n))
+            a = None if asd is None or asd.shape[0] == 1 else asd[:n]
+            out = out + self.init.loss(arrival[:n].to(theta.dtype), d_raw[:n], asd=asd if a is None else a)
         return out
 
     def set_projection_trainable(self, trainable: bool) -> None:

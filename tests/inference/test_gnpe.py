@@ -194,3 +194,70 @@ def test_the_time_slot_maps_back_to_the_geocentre_time_exactly():
     back = geocent_from_slot(net, t[:, 0] - proxy0, ra, dec, proxy0)
     np.testing.assert_allclose(back.numpy(), tc.numpy(), rtol=0, atol=3e-8)  # Earth rotation in 21 ms: ~1e-8 s
     assert np.ptp((t[:, 0] - tc).numpy()) > 0.03  # the light travel time the slot leaves out: tens of ms
+
+
+@pytest.mark.slow
+def test_gnpe_with_phase_marginalised_infers_time_and_leaves_phase_to_importance_sampling(tiny_products, tmp_path_factory):
+    """GNPE and ``model.marginalized: [phase]`` in one network: the network infers every parameter but
+    the phase (geocent_time included, through its standardised slot), the Gibbs chains give absolute
+    geocentre times inside the prior, and importance sampling weights with the phase-marginalised
+    likelihood and draws a phase for every sample, the same with a dask client as serially."""
+    import copy
+
+    from gwnpe.inference.importance_sampling import importance_sample
+    from gwnpe.inference.sampling import sample_posterior
+    from gwnpe.products.model import load_model
+    from gwnpe.stages.cluster import dask_client
+    from tests.conftest import noise_event, train_tiny
+
+    products = dict(tiny_products)
+    products["config"] = cfg = copy.deepcopy(tiny_products["config"])
+    cfg["model"]["gnpe"].update(enabled=True, kappa=0.002, iterations=4)
+    cfg["model"]["marginalized"] = ["phase"]
+    out, hist, cfg = train_tiny(products, tmp_path_factory.mktemp("gnpe_phase_model"), epochs=2)
+    model = load_model(out / "model.pt")
+    assert model.gnpe and model.settings["marginalized"] == ["phase"]
+    assert "phase" not in model.parameter_names and "geocent_time" in model.parameter_names
+    strain, psds = noise_event(model, seed=6)
+    start = cfg["trigger_time"] - 2.0
+    post = sample_posterior(model, strain, psds, 150, start_time=start, seed=3)
+    assert "phase" not in post["samples"] and np.all(np.isfinite(post["log_q"]))
+    rel = post["samples"]["geocent_time"] - cfg["trigger_time"]
+    assert np.all(np.abs(rel) <= 0.1)
+    args = (model, strain, psds, start, post["samples"], post["log_q"], 150 / post["acceptance"],
+            cfg["waveform"]["approximant"], cfg["waveform"]["reference_frequency"])
+    serial = importance_sample(*args, seed=4)
+    rec = serial["reconstructed"]
+    assert set(rec) == {"phase"} and len(rec["phase"]) == 150
+    assert np.all((rec["phase"] >= 0) & (rec["phase"] <= 2 * np.pi)) and np.ptp(rec["phase"]) > 1.0
+    assert np.isfinite(serial["log_evidence"]) and serial["ess"] >= 1
+    with dask_client({"cluster": "local", "n_workers": 2}, 2) as client:
+        parallel = importance_sample(*args, client=client, chunk_size=50, seed=4)
+    np.testing.assert_array_equal(parallel["weights"], serial["weights"])
+    np.testing.assert_array_equal(parallel["reconstructed"]["phase"], rec["phase"])
+
+
+@pytest.mark.slow
+def test_the_initialisation_network_trains_on_its_share_of_the_batch(gnpe_model):
+    """model.gnpe.init_batch_fraction: in training mode the initialisation network's loss is that of the
+    first ceil(fraction * B) samples; in evaluation mode (validation losses) of the whole batch."""
+    from gwnpe.products.model import load_model
+
+    out, _, _ = gnpe_model
+    model = load_model(out / "model.pt")
+    g = torch.Generator().manual_seed(0)
+    B, n_det, n_bins = 10, len(model.settings["detectors"]), model.settings["n_bins"]
+    theta = model.mean + model.std * torch.randn(B, len(model.parameter_names), generator=g)
+    d = torch.complex(torch.randn(B, n_det, n_bins, generator=g), torch.randn(B, n_det, n_bins, generator=g))
+    d_raw = torch.complex(torch.randn(B, n_det, n_bins, generator=g), torch.randn(B, n_det, n_bins, generator=g))
+    proxies, arrival = 0.01 * torch.randn(B, n_det - 1, generator=g), 0.01 * torch.randn(B, n_det, generator=g)
+    main = -model.flow(model.context(d, proxies)).log_prob(model.standardise(theta)).mean()
+    with torch.no_grad():
+        model.settings["model"]["gnpe"]["init_batch_fraction"] = 0.25
+        model.train()
+        part = model.loss(theta, d, proxies, arrival, d_raw)
+        np.testing.assert_allclose(float(part), float(main + model.init.loss(arrival[:3], d_raw[:3])), rtol=1e-6)
+        model.eval()
+        whole = model.loss(theta, d, proxies, arrival, d_raw)
+        np.testing.assert_allclose(float(whole), float(main + model.init.loss(arrival, d_raw)), rtol=1e-6)
+        assert abs(float(part) - float(whole)) > 1e-6
