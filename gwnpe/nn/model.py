@@ -84,8 +84,7 @@ class NPEModel(nn.Module):
             n = len(theta)
             if self.training:
                 n = max(1, math.ceil(float(self.gnpe.get("init_batch_fraction", 1.0)) * n))
-            a = None if asd is None or asd.shape[0] == 1 else asd[:n]
-            out = out + self.init.loss(arrival[:n].to(theta.dtype), d_raw[:n], asd=asd if a is None else a)
+            out = out + self.init.loss(arrival[:n].to(theta.dtype), d_raw[:n], asd=None if asd is None else asd[:n])
         return out
 
     def set_projection_trainable(self, trainable: bool) -> None:
